@@ -67,9 +67,7 @@ class GenerationRequest:
             raise InvalidRequest("The prompt is empty: describe the picture you want.")
         for name, text in (("prompt", self.prompt), ("negative prompt", self.negative_prompt)):
             if len(text) > MAX_PROMPT_CHARS:
-                raise InvalidRequest(
-                    f"The {name} is {len(text)} characters long; the limit is {MAX_PROMPT_CHARS}."
-                )
+                raise InvalidRequest(f"The {name} is {len(text)} characters long; the limit is {MAX_PROMPT_CHARS}.")
         for name, side in (("width", self.width), ("height", self.height)):
             if not MIN_SIDE <= side <= MAX_SIDE:
                 raise InvalidRequest(f"The {name} must be between {MIN_SIDE} and {MAX_SIDE} pixels, not {side}.")
@@ -125,7 +123,16 @@ class GenerationRequest:
     def batch_key(self) -> tuple[Any, ...]:
         """Requests with equal keys can share one pipeline call."""
         strength = None if self.mode is Mode.TXT2IMG else self.strength
-        return (self.model, self.mode, self.width, self.height, self.steps, self.guidance, self.sampler, strength)
+        return (
+            self.model,
+            self.mode,
+            self.width,
+            self.height,
+            self.steps,
+            self.guidance,
+            self.sampler,
+            strength,
+        )
 
     def params(self) -> dict[str, Any]:
         """Every parameter except the images, as plain JSON-able values."""

@@ -1,0 +1,108 @@
+"""The `imagine-bot` command line: the composition root for the bot and the local tools."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from bot.config import Config, ConfigError, load_config
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="imagine-bot", description="Serve open image models to Discord.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the Discord bot")
+    run.add_argument("--config", type=Path, help="TOML config (see config.example.toml)")
+
+    gen = commands.add_parser("generate", help="generate images locally through the same engine")
+    gen.add_argument("prompt")
+    gen.add_argument("--model", help="a configured model name, or a local diffusers directory")
+    gen.add_argument("--negative", default="", help="negative prompt")
+    gen.add_argument("--image", type=Path, help="start from this picture (img2img)")
+    gen.add_argument("--mask", type=Path, help="repaint where this mask is white (inpainting)")
+    gen.add_argument("--strength", type=float, help="how much to change the start picture, 0-1")
+    gen.add_argument("--seed", type=int)
+    gen.add_argument("--steps", type=int)
+    gen.add_argument("--guidance", type=float)
+    gen.add_argument("--size", help="WxH such as 512x768, or an aspect ratio such as 3:2")
+    gen.add_argument("--count", type=int, default=1)
+    gen.add_argument("--sampler", help="A1111 sampler name, e.g. 'Euler a', 'DPM++ 2M Karras'")
+    gen.add_argument("--out", type=Path, default=Path("out"))
+    gen.add_argument("--config", type=Path)
+
+    tiny = commands.add_parser("tiny-model", help="write a tiny random-weight pipeline for tests")
+    tiny.add_argument("dir", type=Path)
+    tiny.add_argument("--kind", choices=("sd", "sdxl"), default="sd")
+
+    history = commands.add_parser("history", help="list recent jobs from the store")
+    history.add_argument("--user", type=int)
+    history.add_argument("--search")
+    history.add_argument("--limit", type=int, default=20)
+    history.add_argument("--config", type=Path)
+    return parser
+
+
+def _quiet_libraries() -> None:
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    diffusers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
+
+
+def _tiny_model(args: argparse.Namespace) -> int:
+    from generation.tiny import write_tiny_model
+
+    _quiet_libraries()
+    print(write_tiny_model(args.dir, args.kind))
+    return 0
+
+
+def _run(config: Config) -> int:
+    token = os.environ.get(config.discord.token_env, "").strip()
+    if not token:
+        print(
+            f"No Discord bot token: set the environment variable {config.discord.token_env} "
+            "(Discord developer portal → your application → Bot → Reset Token), then run again.",
+            file=sys.stderr,
+        )
+        return 2
+    print("The Discord side of imagine-bot is not built yet; use `imagine-bot generate`.", file=sys.stderr)
+    return 3
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `imagine-bot` console script."""
+    args = _parser().parse_args(argv)
+    # transformers warns about optional image backends on import; users cannot act on it.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "tiny-model":
+        return _tiny_model(args)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"imagine-bot: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "run":
+        return _run(config)
+    if args.command == "generate":
+        from bot.local import generate
+
+        _quiet_libraries()
+        return generate(args, config)
+    if args.command == "history":
+        from bot.local import history
+
+        return history(args, config)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

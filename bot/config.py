@@ -1,0 +1,150 @@
+"""Configuration from a TOML file; config.example.toml documents every key."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from generation.specs import ModelSpec
+
+
+class ConfigError(Exception):
+    """The config file is missing, unreadable, or has a wrong key or value."""
+
+
+@dataclass(frozen=True)
+class DiscordConfig:
+    """How to reach Discord (or a proxy / local fake standing in for it)."""
+
+    token_env: str = "DISCORD_TOKEN"
+    api_base: str = ""  # e.g. a nirn-proxy: http://127.0.0.1:8080/api/v10
+    gateway_url: str = ""  # e.g. ws://127.0.0.1:8080/gateway
+    guild_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """Where history and images are kept."""
+
+    path: Path = Path("data/imagine.sqlite3")
+    images_dir: Path = Path("data/images")
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """The GPU side: device, precision, default model, batching."""
+
+    device: str = "auto"
+    dtype: str = "auto"
+    default_model: str = "sd-turbo"
+    max_batch: int = 4
+    preview_every: int = 5
+    max_attempts: int = 3
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """Server defaults; moderators can change them per server."""
+
+    max_steps: int = 50
+    max_count: int = 4
+    max_pixels: int = 1024 * 1024
+    max_queued_per_user: int = 5
+    daily_images_per_user: int = 0  # 0: no quota
+    cooldown_seconds: float = 0.0
+
+
+DEFAULT_MODELS = (
+    ModelSpec(name="sd-turbo", source="stabilityai/sd-turbo", steps=2, guidance=0.0,
+              description="SD-Turbo: fast drafts in 1-4 steps"),
+    ModelSpec(name="sd15", source="stable-diffusion-v1-5/stable-diffusion-v1-5", steps=25, guidance=7.0,
+              sampler="DPM++ 2M Karras", description="Stable Diffusion 1.5"),
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration."""
+
+    discord: DiscordConfig = field(default_factory=DiscordConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    models: tuple[ModelSpec, ...] = DEFAULT_MODELS
+
+    @property
+    def model_map(self) -> dict[str, ModelSpec]:
+        """Models by name, in config order."""
+        return {m.name: m for m in self.models}
+
+
+def _section(cls: type, data: dict[str, Any], where: str, base: Path) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    unknown = set(data) - set(known)
+    if unknown:
+        raise ConfigError(f"[{where}] has unknown key(s): {', '.join(sorted(unknown))}")
+    defaults, values = cls(), {}
+    for key, value in data.items():
+        default = getattr(defaults, key)
+        if isinstance(default, Path):
+            value = Path(value)
+            value = value if value.is_absolute() else base / value
+        elif isinstance(default, tuple):
+            value = tuple(value)
+        elif isinstance(default, float) and isinstance(value, int):
+            value = float(value)
+        values[key] = value
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        raise ConfigError(f"[{where}] {exc}") from None
+
+
+def _model(data: dict[str, Any], base: Path, index: int) -> ModelSpec:
+    where = f"models #{index + 1}"
+    known = {f.name for f in fields(ModelSpec)}
+    unknown = set(data) - known
+    if unknown:
+        raise ConfigError(f"[[models]] #{index + 1} has unknown key(s): {', '.join(sorted(unknown))}")
+    for key in ("name", "source"):
+        if not isinstance(data.get(key), str) or not data[key]:
+            raise ConfigError(f"[[models]] #{index + 1} needs a `{key}`")
+    data = dict(data)
+    for key in ("source", "config", "preview_vae", "safety_checker"):
+        value = data.get(key)
+        if isinstance(value, str) and value.startswith((".", "~")):
+            data[key] = str((base / value).expanduser().resolve()) if value.startswith(".") else value
+    if data.get("kind", "sd") not in ("sd", "sdxl"):
+        raise ConfigError(f"[{where}] kind must be 'sd' or 'sdxl', not {data['kind']!r}")
+    if "guidance" in data:
+        data["guidance"] = float(data["guidance"])
+    return ModelSpec(**data)
+
+
+def load_config(path: Path | None) -> Config:
+    """Read a TOML config; with no path, the built-in defaults."""
+    if path is None:
+        return Config()
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"Config file {path} does not exist (copy config.example.toml to start).") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"Config file {path} is not valid TOML: {exc}") from None
+    base = path.resolve().parent
+    sections = {"discord": DiscordConfig, "storage": StorageConfig, "generation": GenerationConfig,
+                "limits": LimitsConfig}  # fmt: skip
+    unknown = set(raw) - set(sections) - {"models"}
+    if unknown:
+        raise ConfigError(f"{path} has unknown section(s): {', '.join(sorted(unknown))}")
+    parts = {name: _section(cls, raw.get(name, {}), name, base) for name, cls in sections.items()}
+    models = tuple(_model(m, base, i) for i, m in enumerate(raw.get("models", []))) or DEFAULT_MODELS
+    config = Config(**parts, models=models)
+    if config.generation.default_model not in config.model_map:
+        raise ConfigError(
+            f"[generation] default_model is {config.generation.default_model!r}, "
+            f"but [[models]] only has: {', '.join(config.model_map)}"
+        )
+    return config

@@ -1,0 +1,51 @@
+"""A1111-style `parameters` text for PNG files, so other tools read back how an image was made."""
+
+from __future__ import annotations
+
+import io
+
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+from generation.request import GenerationRequest, Mode
+
+
+def _clean(text: str) -> str:
+    # The format is line-based: a newline inside the prompt would start a bogus field.
+    return " ".join(text.split())
+
+
+def parameters_text(request: GenerationRequest, seed: int, sampler: str, model: str | None = None) -> str:
+    """The `parameters` chunk text: prompt, negative prompt line, then `Key: value` pairs."""
+    lines = [_clean(request.prompt)]
+    if request.negative_prompt:
+        lines.append(f"Negative prompt: {_clean(request.negative_prompt)}")
+    fields = [
+        f"Steps: {request.steps}",
+        f"Sampler: {sampler}",
+        f"CFG scale: {request.guidance:g}",
+        f"Seed: {seed}",
+        f"Size: {request.width}x{request.height}",
+        f"Model: {_clean(model or request.model).replace(',', ' ')}",
+    ]
+    if request.mode is not Mode.TXT2IMG:
+        fields.append(f"Denoising strength: {request.strength:g}")
+    if request.mode is Mode.INPAINT:
+        fields.append("Mask mode: Inpaint masked")
+    lines.append(", ".join(fields))
+    return "\n".join(lines)
+
+
+def png_bytes(image: Image.Image, parameters: str) -> bytes:
+    """Encode an image as PNG with the `parameters` text chunk."""
+    info = PngInfo()
+    info.add_text("parameters", parameters)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+def read_parameters(data: bytes) -> str | None:
+    """The `parameters` text of a PNG, if it has one."""
+    with Image.open(io.BytesIO(data)) as image:
+        return image.info.get("parameters")

@@ -1,0 +1,33 @@
+"""What the config says about a model; cheap to import (no torch, no diffusers)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+ModelKind = Literal["sd", "sdxl"]
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model users can pick: where its weights are and the defaults that suit it."""
+
+    name: str
+    source: str  # hub id, local diffusers directory, or a single .safetensors file
+    kind: ModelKind = "sd"
+    steps: int = 25
+    guidance: float = 7.0
+    width: int = 512
+    height: int = 512
+    sampler: str | None = None  # None: the scheduler the model ships with
+    config: str | None = None  # diffusers directory or hub id holding configs for a single file
+    variant: str | None = None  # e.g. "fp16" weights on the hub
+    preview_vae: str | None = None  # TAESD-style AutoencoderTiny for sharp previews
+    safety_checker: str | None = None  # directory or hub id of a StableDiffusionSafetyChecker
+    description: str = ""
+
+    @property
+    def pixels(self) -> int:
+        """The default image area, used to size img2img outputs."""
+        return self.width * self.height

@@ -1,0 +1,102 @@
+"""Image files under one directory: atomic, fsynced writes; names chosen by us, never by users.
+
+Everything here blocks; the store calls it through `asyncio.to_thread`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+TEMP_SUFFIX = ".tmp"
+
+
+@dataclass(frozen=True)
+class WrittenFile:
+    """A file now durable on disk: where it is (relative), its hash and size."""
+
+    path: str
+    sha256: str
+    size_bytes: int
+
+
+def png_encode(image: Image.Image) -> bytes:
+    """Lossless PNG bytes of an image, keeping its mode (a mask stays single-channel)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+class ImageFiles:
+    """The images directory: inputs are content-addressed, outputs live under their job."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def absolute(self, relative: str) -> Path:
+        """The absolute path of a stored relative path."""
+        return self.root / relative
+
+    def save_input(self, image: Image.Image) -> WrittenFile:
+        """Store an img2img/inpaint input as PNG; identical inputs (remixes) share one file."""
+        data = png_encode(image)
+        digest = hashlib.sha256(data).hexdigest()
+        # Content addressing lets us write inputs before the job row (and its id) exists.
+        relative = f"inputs/{digest[:2]}/{digest}.png"
+        if not self.absolute(relative).exists():
+            self._write_atomic(relative, data)
+        return WrittenFile(relative, digest, len(data))
+
+    def save_output(self, job_id: int, idx: int, data: bytes) -> WrittenFile:
+        """Store one generated PNG as `jobs/{job_id}/{idx}-{sha8}.png`."""
+        digest = hashlib.sha256(data).hexdigest()
+        relative = f"jobs/{int(job_id)}/{int(idx)}-{digest[:8]}.png"
+        self._write_atomic(relative, data)
+        return WrittenFile(relative, digest, len(data))
+
+    def load(self, relative: str) -> Image.Image:
+        """Read a stored image fully into memory, so no file handle stays open."""
+        with Image.open(self.absolute(relative)) as image:
+            image.load()
+            return image.copy()
+
+    def delete(self, relatives: list[str]) -> None:
+        """Remove files; missing ones are fine, so a retried delete succeeds."""
+        for relative in relatives:
+            self.absolute(relative).unlink(missing_ok=True)
+
+    def _write_atomic(self, relative: str, data: bytes) -> None:
+        target = self.absolute(relative)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Same directory as the target, so os.replace is a rename on one filesystem (atomic).
+        fd, temp_name = tempfile.mkstemp(dir=target.parent, prefix=".", suffix=TEMP_SUFFIX)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp_name, target)
+        except BaseException:
+            Path(temp_name).unlink(missing_ok=True)
+            raise
+        _fsync_dir(target.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    # The rename is only durable once the directory entry is; not every platform allows this.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,44 @@
+"""PNG `parameters` chunks read back by sd-parsers, the tool other UIs use."""
+
+from __future__ import annotations
+
+import io
+
+from PIL import Image
+from sd_parsers import ParserManager
+
+from generation.metadata import png_bytes, read_parameters
+from tests.generation.helpers import img2img, txt2img
+
+
+def parse(data: bytes):
+    with Image.open(io.BytesIO(data)) as image:
+        return ParserManager().parse(image)
+
+
+def test_parameters_round_trip_through_sd_parsers(engine) -> None:
+    request = txt2img("a red cube, studio light", negative_prompt="blurry, text", sampler="Euler a", steps=5)
+    (images,) = engine.generate([request])
+    info = parse(images[0].png())
+    (sampler,) = info.samplers
+    assert info.full_prompt == "a red cube, studio light"
+    assert info.full_negative_prompt == "blurry, text"
+    assert sampler.name == "Euler a"
+    assert sampler.parameters == {"cfg_scale": "7", "seed": "7", "steps": "5"}
+    assert sampler.model.name == "tiny"
+    assert info.metadata["Size"] == "64x64"
+
+
+def test_img2img_records_denoising_strength_and_newlines_are_flattened(engine) -> None:
+    request = img2img("two\nlines")
+    (images,) = engine.generate([request])
+    text = read_parameters(images[0].png())
+    assert text.splitlines()[0] == "two lines"
+    assert "Denoising strength: 0.6" in text
+    assert parse(images[0].png()).full_prompt == "two lines"
+
+
+def test_png_bytes_keep_pixels() -> None:
+    image = Image.new("RGB", (8, 8), (1, 2, 3))
+    with Image.open(io.BytesIO(png_bytes(image, "x\nSteps: 1"))) as decoded:
+        assert decoded.getpixel((0, 0)) == (1, 2, 3)
