@@ -44,11 +44,19 @@ def build_mid_sd() -> StableDiffusionPipeline:
         attention_head_dim=8,
         norm_num_groups=32,
     )
-    scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                              skip_prk_steps=True, steps_offset=1)  # fmt: skip
-    return StableDiffusionPipeline(unet=unet, scheduler=scheduler, vae=_vae(), text_encoder=CLIPTextModel(text_config),
-                                   tokenizer=tokenizer, safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)  # fmt: skip
+    scheduler = PNDMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True, steps_offset=1
+    )
+    return StableDiffusionPipeline(
+        unet=unet,
+        scheduler=scheduler,
+        vae=_vae(),
+        text_encoder=CLIPTextModel(text_config),
+        tokenizer=tokenizer,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
 
 
 def main() -> None:
@@ -66,14 +74,27 @@ def main() -> None:
         raw.set_progress_bar_config(disable=True)
         engine = Engine({"mid": ModelSpec(name="mid", source=tmp)}, device="cpu", preview_every=0)
         engine.load("mid")
-        request = GenerationRequest(prompt="a lighthouse on a cliff, oil painting", negative_prompt="blurry",
-                                    model="mid", width=args.size, height=args.size, steps=args.steps,
-                                    guidance=7.0, seed=1234)  # fmt: skip
+        request = GenerationRequest(
+            prompt="a lighthouse on a cliff, oil painting",
+            negative_prompt="blurry",
+            model="mid",
+            width=args.size,
+            height=args.size,
+            steps=args.steps,
+            guidance=7.0,
+            seed=1234,
+        )
 
         def run_raw() -> None:
-            raw(request.prompt, negative_prompt=request.negative_prompt, num_inference_steps=args.steps,
-                guidance_scale=7.0, height=args.size, width=args.size,
-                generator=torch.Generator("cpu").manual_seed(1234))  # fmt: skip
+            raw(
+                request.prompt,
+                negative_prompt=request.negative_prompt,
+                num_inference_steps=args.steps,
+                guidance_scale=7.0,
+                height=args.size,
+                width=args.size,
+                generator=torch.Generator("cpu").manual_seed(1234),
+            )
 
         def run_engine() -> None:
             engine.generate([request])
@@ -93,8 +114,10 @@ def main() -> None:
 
     params = sum(p.numel() for p in raw.unet.parameters()) / 1e6
     raw_med, eng_med = statistics.median(raw_times), statistics.median(engine_times)
-    print(f"engine overhead on CPU ({torch.get_num_threads()} threads), UNet {params:.0f}M params, "
-          f"{args.size}x{args.size}, {args.steps} steps, CFG 7, {args.rounds} interleaved rounds")  # fmt: skip
+    print(
+        f"engine overhead on CPU ({torch.get_num_threads()} threads), UNet {params:.0f}M params, "
+        f"{args.size}x{args.size}, {args.steps} steps, CFG 7, {args.rounds} interleaved rounds"
+    )
     print(f"{'path':<22}{'median s':>10}{'min s':>10}{'max s':>10}")
     for name, times in (("raw diffusers", raw_times), ("imagine-bot engine", engine_times)):
         print(f"{name:<22}{statistics.median(times):>10.3f}{min(times):>10.3f}{max(times):>10.3f}")

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from generation.limits import Limits
 from generation.specs import ModelSpec
 
 
@@ -44,24 +45,23 @@ class GenerationConfig:
     max_attempts: int = 3
 
 
-@dataclass(frozen=True)
-class LimitsConfig:
-    """Server defaults; moderators can change them per server."""
-
-    max_steps: int = 50
-    max_count: int = 4
-    max_pixels: int = 1024 * 1024
-    max_queued_per_user: int = 5
-    daily_images_per_user: int = 0  # 0: no quota
-    cooldown_seconds: float = 0.0
-
-
 DEFAULT_MODELS = (
-    ModelSpec(name="sd-turbo", source="stabilityai/sd-turbo", steps=2, guidance=0.0,
-              description="SD-Turbo: fast drafts in 1-4 steps"),
-    ModelSpec(name="sd15", source="stable-diffusion-v1-5/stable-diffusion-v1-5", steps=25, guidance=7.0,
-              sampler="DPM++ 2M Karras", description="Stable Diffusion 1.5"),
-)  # fmt: skip
+    ModelSpec(
+        name="sd-turbo",
+        source="stabilityai/sd-turbo",
+        steps=2,
+        guidance=0.0,
+        description="SD-Turbo: fast drafts in 1-4 steps",
+    ),
+    ModelSpec(
+        name="sd15",
+        source="stable-diffusion-v1-5/stable-diffusion-v1-5",
+        steps=25,
+        guidance=7.0,
+        sampler="DPM++ 2M Karras",
+        description="Stable Diffusion 1.5",
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ class Config:
     discord: DiscordConfig = field(default_factory=DiscordConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
-    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    limits: Limits = field(default_factory=Limits)
     models: tuple[ModelSpec, ...] = DEFAULT_MODELS
 
     @property
@@ -134,8 +134,7 @@ def load_config(path: Path | None) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"Config file {path} is not valid TOML: {exc}") from None
     base = path.resolve().parent
-    sections = {"discord": DiscordConfig, "storage": StorageConfig, "generation": GenerationConfig,
-                "limits": LimitsConfig}  # fmt: skip
+    sections = {"discord": DiscordConfig, "storage": StorageConfig, "generation": GenerationConfig, "limits": Limits}
     unknown = set(raw) - set(sections) - {"models"}
     if unknown:
         raise ConfigError(f"{path} has unknown section(s): {', '.join(sorted(unknown))}")

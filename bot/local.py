@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
@@ -11,7 +12,10 @@ from pathlib import Path
 
 from bot.config import Config
 from generation.errors import ModelUnavailable, UserFacingError
+from generation.request import GenerationRequest
 from generation.specs import SINGLE_FILE_SUFFIXES, ModelSpec
+
+LOCAL_USER = 0  # jobs from the command line belong to user 0
 
 
 def model_for_cli(config: Config, name: str | None) -> ModelSpec:
@@ -59,11 +63,51 @@ def _free_path(directory: Path, stem: str) -> Path:
     return candidate
 
 
-def generate(args: argparse.Namespace, config: Config) -> int:
-    """Generate images for one prompt and print the paths written."""
+async def _generate(args: argparse.Namespace, config: Config, spec: ModelSpec, request: GenerationRequest) -> int:
     from tqdm import tqdm
 
     from generation.engine import Engine
+    from generation.events import EventBus, JobDone, JobFailed, JobProgress, JobQueued
+    from generation.limits import Limits
+    from generation.queue import JobQueue, Requester
+    from generation.worker import Worker
+    from storage.store import Store
+
+    engine = Engine({spec.name: spec}, device=config.generation.device, dtype=config.generation.dtype, preview_every=0)
+    engine.load(spec.name)  # before the progress bar, so loading does not look like a stalled step
+    async with await Store.open(config.storage.path, config.storage.images_dir) as store:
+        bus = EventBus()
+        # The operator's own command: no server limits, and no other jobs in this queue.
+        queue = JobQueue(store, bus, Limits.unlimited())
+        worker = Worker(engine, queue, max_batch=config.generation.max_batch)
+        with bus.subscribe() as events:
+            ticket = await queue.submit(request, Requester(user_id=LOCAL_USER), origin={"cli": True})
+            worker.start()
+            try:
+                with tqdm(total=request.steps, desc=f"job {ticket.job.id}", unit="step", file=sys.stderr) as bar:
+                    async for event in events:
+                        if event.job_id != ticket.job.id or isinstance(event, JobQueued):
+                            continue
+                        if isinstance(event, JobProgress):
+                            bar.total, bar.n = event.total, event.step
+                            bar.refresh()
+                        elif isinstance(event, JobFailed):
+                            print(f"imagine-bot: {event.error}", file=sys.stderr)
+                            return 1
+                        elif isinstance(event, JobDone):
+                            break
+            finally:
+                await worker.stop()
+        for record in event.images:
+            path = _free_path(args.out, f"{ticket.job.id}-{record.seed}")
+            write_atomic(path, store.image_path(record).read_bytes())
+            print(path)
+        await store.mark_delivered(ticket.job.id, f"cli:{args.out}")
+    return 0
+
+
+def generate(args: argparse.Namespace, config: Config) -> int:
+    """Generate images for one prompt through the store, queue and worker; print the paths written."""
     from generation.options import UserOptions, make_request
 
     try:
@@ -82,31 +126,41 @@ def generate(args: argparse.Namespace, config: Config) -> int:
             mask=args.mask.read_bytes() if args.mask else None,
         )
         request = make_request(spec, options)
-        engine = Engine({spec.name: spec}, device=config.generation.device, dtype=config.generation.dtype,
-                        preview_every=0)  # fmt: skip
-        engine.load(spec.name)
-        with tqdm(total=request.steps, desc="generating", unit="step", file=sys.stderr) as bar:
-
-            def on_progress(progress) -> None:
-                bar.total = progress.total
-                bar.n = progress.step
-                bar.refresh()
-
-            (images,) = engine.generate([request], on_progress=on_progress)
+        return asyncio.run(_generate(args, config, spec, request))
     except OSError as exc:
         print(f"imagine-bot: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
         return 2
     except UserFacingError as exc:
         print(f"imagine-bot: {exc.user_message}", file=sys.stderr)
         return 1
-    for image in images:
-        path = _free_path(args.out, f"{request.seed}-{image.index}")
-        write_atomic(path, image.png())
-        print(path)
-    return 0
 
 
 def history(args: argparse.Namespace, config: Config) -> int:
-    """List recent jobs from the store."""
-    print("imagine-bot: history needs the job store, which is not built yet.", file=sys.stderr)
-    return 3
+    """List recent jobs from the store, newest first."""
+    return asyncio.run(_history(args, config))
+
+
+async def _history(args: argparse.Namespace, config: Config) -> int:
+    from storage.store import Store
+
+    if not config.storage.path.exists():
+        print(f"imagine-bot: no history yet ({config.storage.path} does not exist).", file=sys.stderr)
+        return 0
+    async with await Store.open(config.storage.path, config.storage.images_dir) as store:
+        if args.search:
+            jobs = await store.search_jobs(args.search, user_id=args.user, limit=args.limit)
+        elif args.user is not None:
+            jobs = await store.jobs_by_user(args.user, limit=args.limit)
+        else:
+            jobs = await store.recent_jobs(limit=args.limit)
+        for job in jobs:
+            when = job.created_at.strftime("%Y-%m-%d %H:%M")
+            where = f"guild {job.guild_id}" if job.guild_id else "DM/local"
+            params = job.params
+            print(
+                f"#{job.id:<6} {when}  {job.status.value:<9} user {job.user_id} ({where})  {job.model} "
+                f"{params['width']}x{params['height']} seed {params['seed']}  {job.prompt[:60]!r}"
+            )
+            if job.error:
+                print(f"         error: {job.error}")
+    return 0

@@ -10,8 +10,12 @@ from PIL import Image
 
 # Least-squares fits from latent channels to RGB, the "cheap approximation" A1111 popularised.
 _SD_FACTORS = ((0.298, 0.207, 0.208), (0.187, 0.286, 0.173), (-0.158, 0.189, 0.264), (-0.184, -0.271, -0.473))
-_SDXL_FACTORS = ((0.3448, 0.4168, 0.4395), (-0.1953, -0.0290, 0.0250), (0.1074, 0.0886, -0.0163),
-                 (-0.3730, -0.2499, -0.2088))  # fmt: skip
+_SDXL_FACTORS = (
+    (0.3448, 0.4168, 0.4395),
+    (-0.1953, -0.0290, 0.0250),
+    (0.1074, 0.0886, -0.0163),
+    (-0.3730, -0.2499, -0.2088),
+)
 
 
 class Previewer(Protocol):

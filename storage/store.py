@@ -276,6 +276,24 @@ class Store(JobHistory, GuildRecords):
             )
         return _sorted_jobs(requeued), _sorted_jobs(failed)
 
+    async def return_to_queue(self, job_ids: Iterable[int]) -> list[int]:
+        """Put running jobs back in the queue without counting the attempt (a graceful shutdown)."""
+        ids = list(job_ids)
+        if not ids:
+            return []
+        async with self._db.write() as db:
+            rows = await fetch_all(
+                db,
+                f"""
+                UPDATE jobs SET status = ?, started_at = NULL, attempts = MAX(attempts - 1, 0)
+                WHERE status = ? AND id IN ({_placeholders(len(ids))})
+                RETURNING id
+                """,
+                (JobStatus.QUEUED.value, JobStatus.RUNNING.value, *ids),
+            )
+        returned = {row["id"] for row in rows}
+        return [job_id for job_id in ids if job_id in returned]
+
     async def queued_jobs(self) -> list[JobRecord]:
         """Every queued job, oldest first, to rebuild the in-memory queue."""
         rows = await self._db.fetch_all("SELECT * FROM jobs WHERE status = ? ORDER BY id", (JobStatus.QUEUED.value,))

@@ -27,8 +27,9 @@ def test_example_config_loads_and_documents_every_key() -> None:
 
 def test_relative_paths_resolve_against_the_config_file(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
-    path.write_text('[storage]\npath = "db.sqlite3"\n[[models]]\nname = "m"\nsource = "./m"\n'
-                    '[generation]\ndefault_model = "m"\n')  # fmt: skip
+    path.write_text(
+        '[storage]\npath = "db.sqlite3"\n[[models]]\nname = "m"\nsource = "./m"\n[generation]\ndefault_model = "m"\n'
+    )
     config = load_config(path)
     assert config.storage.path == tmp_path / "db.sqlite3"
     assert config.model_map["m"].source == str(tmp_path / "m")

@@ -39,22 +39,42 @@ def test_each_mode_makes_images_of_the_requested_size(engine: Engine, model: str
 
 def test_txt2img_equals_raw_diffusers(engine: Engine, raw_sd) -> None:
     (ours,) = engine.generate([txt2img(negative_prompt="blurry")])
-    raw = raw_sd("a red cube", negative_prompt="blurry", generator=_generator(7), num_inference_steps=4,
-                 guidance_scale=7.0, height=64, width=64).images[0]  # fmt: skip
+    raw = raw_sd(
+        "a red cube",
+        negative_prompt="blurry",
+        generator=_generator(7),
+        num_inference_steps=4,
+        guidance_scale=7.0,
+        height=64,
+        width=64,
+    ).images[0]
     assert np.array_equal(pixels(ours[0].image), pixels(raw))
 
 
 def test_img2img_and_inpaint_equal_raw_diffusers(engine: Engine, raw_sd) -> None:
     (ours_i2i,) = engine.generate([img2img()])
     raw_i2i = StableDiffusionImg2ImgPipeline.from_pipe(raw_sd)(
-        "a blue cube", image=gradient(), strength=0.6, generator=_generator(7), num_inference_steps=4,
-        guidance_scale=7.0).images[0]  # fmt: skip
+        "a blue cube",
+        image=gradient(),
+        strength=0.6,
+        generator=_generator(7),
+        num_inference_steps=4,
+        guidance_scale=7.0,
+    ).images[0]
     assert np.array_equal(pixels(ours_i2i[0].image), pixels(raw_i2i))
 
     (ours_inp,) = engine.generate([inpaint()])
     raw_inp = StableDiffusionInpaintPipeline.from_pipe(raw_sd)(
-        "a green cube", image=gradient(), mask_image=square_mask(), strength=0.9, generator=_generator(7),
-        num_inference_steps=4, guidance_scale=7.0, height=64, width=64).images[0]  # fmt: skip
+        "a green cube",
+        image=gradient(),
+        mask_image=square_mask(),
+        strength=0.9,
+        generator=_generator(7),
+        num_inference_steps=4,
+        guidance_scale=7.0,
+        height=64,
+        width=64,
+    ).images[0]
     assert np.array_equal(pixels(ours_inp[0].image), pixels(raw_inp))
 
 
@@ -126,8 +146,9 @@ def test_tiny_vae_previews_when_configured(tiny_sd_dir, tmp_path) -> None:
 def test_cancel_stops_at_the_next_step(engine: Engine) -> None:
     steps: list[int] = []
     with pytest.raises(Cancelled):
-        engine.generate([txt2img(steps=20)], on_progress=lambda e: steps.append(e.step),
-                        should_cancel=lambda: len(steps) >= 3)  # fmt: skip
+        engine.generate(
+            [txt2img(steps=20)], on_progress=lambda e: steps.append(e.step), should_cancel=lambda: len(steps) >= 3
+        )
     assert len(steps) == 4  # the step running when cancel was seen finishes, no more start
 
 

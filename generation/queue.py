@@ -1,0 +1,178 @@
+"""The durable job queue: limits at the door, SQLite first, then the fair scheduler.
+
+A job is committed to the store before anyone hears it is queued; on start the in-memory queue is
+rebuilt from the store, so a restart loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from generation.events import EventBus, JobCancelled, JobQueued
+from generation.fair_queue import FairQueue, QueuedJob, ThroughputMeter
+from generation.limits import LimitExceeded, Limits, check_request
+from generation.request import GenerationRequest
+from storage.records import JobRecord
+from storage.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Requester:
+    """Who asked, and where; `weight` is their fair share (moderators may raise it)."""
+
+    user_id: int
+    guild_id: int | None = None
+    channel_id: int | None = None
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """A queued job and where it stands."""
+
+    job: JobRecord
+    position: int
+    eta_seconds: float | None
+
+
+def queued_job(job: JobRecord, request: GenerationRequest) -> QueuedJob:
+    """The scheduler's view of a stored job."""
+    return QueuedJob(
+        job_id=job.id,
+        user_id=job.user_id,
+        guild_id=job.guild_id,
+        cost=request.cost,
+        batch_key=request.batch_key,
+        images=request.count,
+        weight=job.weight,
+    )
+
+
+class JobQueue:
+    """Accepts jobs under limits, keeps them durable, and hands the worker fair batches."""
+
+    def __init__(self, store: Store, bus: EventBus, limits: Limits) -> None:
+        self.store = store
+        self.bus = bus
+        self.meter = ThroughputMeter()
+        self._fair = FairQueue()
+        self._limits = limits
+        self._work = asyncio.Event()
+        self.cancelled_running: set[int] = set()  # the worker stops these at the next step
+
+    async def restore(self, max_attempts: int) -> tuple[list[JobRecord], list[JobRecord]]:
+        """Rebuild the queue from the store after a start; returns (re-queued, given-up) interrupted jobs."""
+        requeued, failed = await self.store.requeue_interrupted(max_attempts)
+        for job in await self.store.queued_jobs():
+            if job.id not in self._fair:
+                self._fair.push(queued_job(job, await self.store.load_request(job)))
+        if requeued or failed:
+            log.warning("after restart: %d interrupted job(s) re-queued, %d given up", len(requeued), len(failed))
+        self._changed()
+        return requeued, failed
+
+    async def limits_for(self, guild_id: int | None) -> Limits:
+        """The limits in force for a server (None: direct messages)."""
+        settings = await self.store.get_guild_settings(guild_id) if guild_id is not None else {}
+        return self._limits.with_overrides(settings)
+
+    async def submit(
+        self,
+        request: GenerationRequest,
+        requester: Requester,
+        *,
+        origin: dict[str, Any] | None = None,
+        source: tuple[int, int] | None = None,
+    ) -> Ticket:
+        """Check limits, commit the job, then queue it; raises LimitExceeded naming the limit."""
+        limits = await self.limits_for(requester.guild_id)
+        check_request(request, limits)
+        pending = await self.store.count_pending(requester.user_id)
+        if pending >= limits.max_queued_per_user:
+            raise LimitExceeded(
+                f"You already have {pending} job(s) waiting; the limit is {limits.max_queued_per_user}. "
+                "Wait for one to finish or cancel one."
+            )
+        if limits.daily_images_per_user:
+            used = (await self.store.usage(requester.user_id, requester.guild_id)).images
+            if used + request.count > limits.daily_images_per_user:
+                raise LimitExceeded(
+                    f"You have made {used} of your {limits.daily_images_per_user} images today (UTC); "
+                    f"this request needs {request.count}."
+                )
+        job = await self.store.create_job(
+            request,
+            user_id=requester.user_id,
+            guild_id=requester.guild_id,
+            channel_id=requester.channel_id,
+            origin=origin,
+            weight=requester.weight,
+            source_job_id=source[0] if source else None,
+            source_index=source[1] if source else None,
+        )
+        self._fair.push(queued_job(job, request))
+        self._changed()
+        return Ticket(job=job, position=self.position(job.id) or 1, eta_seconds=self.eta(job.id))
+
+    async def cancel(self, job_id: int) -> bool:
+        """Cancel a queued or running job; True if it was still active. Permission checks are the caller's."""
+        if self._fair.remove(job_id) is None:
+            self.cancelled_running.add(job_id)
+        cancelled = await self.store.cancel_job(job_id)
+        if cancelled:
+            self.bus.publish(JobCancelled(job_id))
+            self._changed()
+        return cancelled
+
+    def requeue(self, jobs: list[QueuedJob]) -> None:
+        """Put jobs taken for a batch back (a shutdown interrupted them)."""
+        for job in jobs:
+            if job.job_id not in self._fair:
+                self._fair.push(job)
+        self._changed()
+
+    async def next_batch(self, max_images: int) -> list[QueuedJob]:
+        """Wait for work, then take the fair pick plus compatible jobs, up to max_images images."""
+        while not self._fair:
+            self._work.clear()
+            await self._work.wait()
+        batch = self._fair.pop_batch(max_images)
+        self._changed()
+        return batch
+
+    def position(self, job_id: int) -> int | None:
+        """1 = next; None when the job is not waiting."""
+        return self._fair.position(job_id)
+
+    def eta(self, job_id: int) -> float | None:
+        """Seconds until the job should be done, from measured throughput; None before any measurement."""
+        rate = self.meter.rate
+        if rate is None or job_id not in self._fair:
+            return None
+        ahead = 0.0
+        for job in self._fair.iter_order():
+            ahead += job.cost
+            if job.job_id == job_id:
+                return ahead / rate
+        return None
+
+    def waiting(self, user_id: int | None = None) -> list[QueuedJob]:
+        """Queued jobs in the order they will run, optionally one user's only."""
+        return [j for j in self._fair.order() if user_id is None or j.user_id == user_id]
+
+    def __len__(self) -> int:
+        return len(self._fair)
+
+    def _changed(self) -> None:
+        if self._fair:
+            self._work.set()
+        rate = self.meter.rate
+        ahead = 0.0
+        for position, job in enumerate(self._fair.iter_order(), start=1):
+            ahead += job.cost
+            self.bus.publish(JobQueued(job.job_id, position, ahead / rate if rate else None))

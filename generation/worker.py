@@ -1,0 +1,154 @@
+"""The single GPU loop: fair batches from the queue through the engine, results into the store.
+
+One dedicated thread runs the pipeline; the event loop only awaits it. Progress crosses back with
+`loop.call_soon_threadsafe`. The loop never dies: every failure is logged and answered on its job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from generation.engine import Engine
+from generation.errors import Cancelled, OutOfMemory, UserFacingError
+from generation.events import JobDone, JobFailed, JobProgress, JobStarted
+from generation.fair_queue import QueuedJob
+from generation.queue import JobQueue
+from generation.request import GenerationRequest
+from generation.results import GeneratedImage, StepProgress
+
+log = logging.getLogger(__name__)
+
+UNEXPECTED_ERROR = "Something went wrong on our side while generating; it has been logged. Please try again."
+
+
+class Worker:
+    """Takes fair batches from the queue and runs them on the GPU thread, one call at a time."""
+
+    def __init__(self, engine: Engine, queue: JobQueue, *, max_batch: int = 4) -> None:
+        self.engine = engine
+        self.queue = queue
+        self.store = queue.store
+        self.bus = queue.bus
+        self.max_batch = max_batch
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpu")
+        self._interrupt = threading.Event()  # shutdown: stop the running call at the next step
+        self._running: list[QueuedJob] = []
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def start(self) -> asyncio.Task[None]:
+        """Run the loop as a task on the current event loop."""
+        self._task = asyncio.create_task(self.run(), name="gpu-worker")
+        return self._task
+
+    async def run(self) -> None:
+        """Take batches until stopped; never exits on a failure."""
+        while not self._stopping:
+            try:
+                batch = await self.queue.next_batch(self.max_batch)
+            except asyncio.CancelledError:
+                if self._stopping:
+                    return
+                raise
+            try:
+                await self._run_batch(batch)
+            except Exception:
+                log.exception("worker: batch %s failed unexpectedly", [j.job_id for j in batch])
+                for job in batch:
+                    await self._fail(job, UNEXPECTED_ERROR)
+            finally:
+                self.queue.cancelled_running.difference_update(job.job_id for job in batch)
+                self._running = []
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        """Stop taking work; let the running batch finish within `timeout`, else re-queue it."""
+        self._stopping = True
+        task = self._task
+        if task is not None and not task.done():
+            if not self._running:
+                task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=timeout)
+            if not done:
+                self._interrupt.set()
+            await asyncio.gather(task, return_exceptions=True)
+        self._executor.shutdown(wait=True)
+
+    async def _run_batch(self, batch: list[QueuedJob]) -> None:
+        started = set(await self.store.mark_running([job.job_id for job in batch]))
+        jobs = [job for job in batch if job.job_id in started]
+        self._running = jobs
+        requests = []
+        for job in jobs:
+            record = await self.store.get_job(job.job_id)
+            requests.append(await self.store.load_request(record))
+        images = sum(r.count for r in requests)
+        for job in jobs:
+            self.bus.publish(JobStarted(job.job_id, images))
+        await self._generate(jobs, requests)
+
+    async def _generate(self, jobs: Sequence[QueuedJob], requests: Sequence[GenerationRequest]) -> None:
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        try:
+            results = await loop.run_in_executor(self._executor, self._call_engine, loop, list(jobs), list(requests))
+        except OutOfMemory as exc:
+            if len(jobs) > 1:
+                half = len(jobs) // 2
+                log.warning("out of memory on a batch of %d jobs; splitting", len(jobs))
+                await self._generate(jobs[:half], requests[:half])
+                await self._generate(jobs[half:], requests[half:])
+            else:
+                await self._fail(jobs[0], exc.user_message)
+            return
+        except Cancelled:
+            if self._interrupt.is_set():
+                returned = await self.store.return_to_queue([job.job_id for job in jobs])
+                self.queue.requeue([job for job in jobs if job.job_id in returned])
+            return  # otherwise every job in it was cancelled, and already told so
+        except UserFacingError as exc:
+            if len(jobs) > 1:
+                # Run them one by one so only the job that breaks fails.
+                for job, request in zip(jobs, requests, strict=True):
+                    await self._generate([job], [request])
+            else:
+                await self._fail(jobs[0], exc.user_message)
+            return
+        self.queue.meter.record(sum(job.cost for job in jobs), time.perf_counter() - started)
+        for job, images in zip(jobs, results, strict=True):
+            records = await self.store.finish_job(job.job_id, images)
+            if records:  # empty: cancelled while running, its images are dropped
+                self.bus.publish(JobDone(job.job_id, tuple(records)))
+
+    def _call_engine(
+        self, loop: asyncio.AbstractEventLoop, jobs: list[QueuedJob], requests: list[GenerationRequest]
+    ) -> list[list[GeneratedImage]]:
+        # Runs on the GPU thread: only thread-safe hand-offs back to the loop from here.
+        offsets, position = [], 0
+        for request in requests:
+            offsets.append(position)
+            position += request.count
+
+        def on_progress(progress: StepProgress) -> None:
+            for job, request, offset in zip(jobs, requests, offsets, strict=True):
+                previews = progress.previews[offset : offset + request.count] if progress.previews else None
+                event = JobProgress(job.job_id, progress.step, progress.total, previews)
+                loop.call_soon_threadsafe(self.bus.publish, event)
+
+        cancelled = self.queue.cancelled_running
+
+        def should_cancel() -> bool:
+            return self._interrupt.is_set() or all(job.job_id in cancelled for job in jobs)
+
+        return self.engine.generate(requests, on_progress=on_progress, should_cancel=should_cancel)
+
+    async def _fail(self, job: QueuedJob, error: str) -> None:
+        try:
+            if await self.store.fail_job(job.job_id, error):
+                self.bus.publish(JobFailed(job.job_id, error))
+        except Exception:
+            log.exception("worker: could not record failure of job %d", job.job_id)
