@@ -73,8 +73,26 @@ def _run(config: Config) -> int:
             file=sys.stderr,
         )
         return 2
-    print("The Discord side of imagine-bot is not built yet; use `imagine-bot generate`.", file=sys.stderr)
-    return 3
+    import asyncio
+
+    import discord
+
+    from bot.runner import run_bot
+
+    logging.getLogger().setLevel(logging.INFO)
+    try:
+        asyncio.run(run_bot(config, token))
+    except discord.LoginFailure:
+        print(f"Discord refused the token in {config.discord.token_env}: check it and try again.", file=sys.stderr)
+        return 2
+    except discord.PrivilegedIntentsRequired:
+        print(
+            "Discord refused the Message Content intent. Enable it in the developer portal: your application → "
+            "Bot → Privileged Gateway Intents → Message Content Intent.",
+            file=sys.stderr,
+        )
+        return 2
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"imagine-bot: {exc}", file=sys.stderr)
         return 2
     if args.command == "run":
+        _quiet_libraries()
         return _run(config)
     if args.command == "generate":
         from bot.local import generate

@@ -139,6 +139,16 @@ class Store(JobHistory, GuildRecords):
             return None
         return await asyncio.to_thread(self._files.load, relative)
 
+    async def update_origin(self, job_id: int, changes: dict[str, Any]) -> dict[str, Any]:
+        """Merge keys into a job's origin (e.g. the id of the message that shows it); returns the result."""
+        async with self._db.write() as db:
+            row = await fetch_one(db, "SELECT origin FROM jobs WHERE id = ?", (job_id,))
+            if row is None:
+                raise UnknownJob(f"There is no job {job_id}.")
+            origin = {**(json.loads(row["origin"]) if row["origin"] else {}), **changes}
+            await db.execute("UPDATE jobs SET origin = ? WHERE id = ?", (json.dumps(origin, sort_keys=True), job_id))
+        return origin
+
     async def mark_running(self, job_ids: Iterable[int]) -> list[int]:
         """Start queued jobs (attempts += 1); returns the ids actually started, skipping cancelled ones."""
         ids = list(job_ids)

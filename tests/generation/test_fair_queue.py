@@ -14,7 +14,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from generation.fair_queue import FairQueue, GuildKey, QueuedJob, ThroughputMeter, eta_seconds
 
-FAST = settings(max_examples=120, deadline=None)
+FAST = settings(max_examples=80, deadline=None)
 EPS = 1e-9
 _fresh_ids = itertools.count(10**9)  # ids for backlog(); tests pick their own below this
 
@@ -316,7 +316,7 @@ pop_op = st.tuples(st.just("pop"))
 op = st.one_of(push_op, pop_op, push_op, pop_op, st.tuples(st.just("remove"), st.integers(0, 10**6)))
 
 
-@settings(max_examples=250, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
     ops=st.tuples(st.lists(push_op, min_size=5, max_size=40), st.lists(op, max_size=120)).map(
         lambda parts: parts[0] + parts[1]
@@ -494,7 +494,7 @@ class QueueMachine(RuleBasedStateMachine):
 
 
 TestQueueMachine = QueueMachine.TestCase
-TestQueueMachine.settings = settings(max_examples=100, stateful_step_count=30, deadline=None)
+TestQueueMachine.settings = settings(max_examples=80, stateful_step_count=30, deadline=None)
 
 
 def test_remove_updates_positions_and_keeps_user_fifo() -> None:

@@ -1,0 +1,84 @@
+"""Answering interactions: refusals, and queueing a job on someone's behalf."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import discord
+
+from bot import render
+from generation.errors import InvalidRequest
+from generation.images import DEFAULT_LIMITS
+from generation.queue import Requester
+from generation.request import GenerationRequest
+
+if TYPE_CHECKING:
+    from bot.app import ImagineBot
+
+log = logging.getLogger(__name__)
+NO_MENTIONS = discord.AllowedMentions.none()
+
+
+async def answer_error(interaction: discord.Interaction, text: str) -> None:
+    """Tell only this user what went wrong (or edit the deferred answer when that is all we have)."""
+    text = f"⚠️ {text}"
+    if interaction.response.is_done():
+        await interaction.edit_original_response(content=text, attachments=[], view=None, allowed_mentions=NO_MENTIONS)
+    else:
+        await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
+
+
+async def read_attachment(attachment: discord.Attachment | None, what: str) -> bytes | None:
+    """An attachment's bytes, refusing oversized files before downloading them."""
+    if attachment is None:
+        return None
+    if attachment.size > DEFAULT_LIMITS.max_bytes:
+        raise InvalidRequest(
+            f"The {what} is {attachment.size / 2**20:.1f} MB; the limit is {DEFAULT_LIMITS.max_bytes / 2**20:.0f} MB."
+        )
+    try:
+        return await attachment.read()
+    except discord.HTTPException as exc:
+        raise InvalidRequest(
+            f"Could not download the {what} from Discord ({exc.status}); try attaching it again."
+        ) from exc
+
+
+def is_moderator(interaction: discord.Interaction) -> bool:
+    """Members who can manage the server (or its messages) may act on anyone's jobs there."""
+    permissions = interaction.permissions
+    return interaction.guild_id is not None and (permissions.manage_guild or permissions.manage_messages)
+
+
+def interaction_origin(interaction: discord.Interaction) -> dict:
+    """What delivery needs to reach this user later, stored with the job."""
+    return {
+        "kind": "interaction",
+        "application_id": interaction.application_id,
+        "token": interaction.token,
+        "created_at": interaction.created_at.timestamp(),
+        "channel_id": interaction.channel_id,
+        "upload_limit": interaction.filesize_limit,
+    }
+
+
+async def queue_for_interaction(
+    interaction: discord.Interaction, request: GenerationRequest, *, source: tuple[int, int] | None = None
+) -> None:
+    """Queue a job for whoever triggered the interaction and answer with its place in line."""
+    from bot.imagine.views import progress_view
+
+    bot: ImagineBot = interaction.client  # type: ignore[assignment]
+    services = bot.services
+    requester = Requester(user_id=interaction.user.id, guild_id=interaction.guild_id, channel_id=interaction.channel_id)
+    ticket = await services.queue.submit(request, requester, origin=interaction_origin(interaction), source=source)
+    content = render.queued_text(ticket.job, ticket.position, ticket.eta_seconds)
+    view = progress_view(ticket.job)
+    if interaction.response.is_done():
+        message = await interaction.edit_original_response(content=content, view=view, allowed_mentions=NO_MENTIONS)
+        message_id: int | None = message.id
+    else:
+        callback = await interaction.response.send_message(content, view=view, allowed_mentions=NO_MENTIONS)
+        message_id = callback.message_id
+    await services.delivery.responded(ticket.job.id, message_id)

@@ -1,0 +1,78 @@
+"""The Discord client: intents, extensions, restart-proof buttons, command sync, delivery."""
+
+from __future__ import annotations
+
+import logging
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.answers import NO_MENTIONS
+from bot.delivery import Delivery
+from bot.imagine.views import JobButton, progress_view, result_view
+from bot.services import Services
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = ("bot.imagine",)
+
+
+def intents() -> discord.Intents:
+    """The minimum: servers, their messages, and message text for remix-by-reply (privileged)."""
+    wanted = discord.Intents.none()
+    wanted.guilds = True
+    wanted.guild_messages = True
+    wanted.dm_messages = True
+    wanted.message_content = True
+    return wanted
+
+
+class ImagineBot(commands.Bot):
+    """imagine-bot's client; everything it uses arrives in `services`."""
+
+    def __init__(self, services: Services, **options) -> None:
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=intents(),
+            allowed_mentions=NO_MENTIONS,
+            chunk_guilds_at_startup=False,
+            help_command=None,
+            **options,
+        )
+        self.services = services
+        self.delivery = Delivery(
+            self, services.store, services.queue.bus, result_view=result_view, progress_view=progress_view
+        )
+        services.delivery = self.delivery
+        self.tree.on_error = self.on_app_command_error
+
+    async def setup_hook(self) -> None:
+        """Load cogs, make old buttons work again, sync commands, start delivering."""
+        for extension in EXTENSIONS:
+            await self.load_extension(extension)
+        self.add_dynamic_items(JobButton)
+        guild_ids = self.services.config.discord.guild_ids
+        if guild_ids:
+            for guild_id in guild_ids:
+                guild = discord.Object(guild_id)
+                self.tree.copy_global_to(guild=guild)
+                await self.tree.sync(guild=guild)
+        else:
+            await self.tree.sync()
+        self.delivery.start()
+        await self.delivery.deliver_undelivered()
+
+    async def close(self) -> None:
+        """Stop delivering before the connection goes."""
+        await self.delivery.stop()
+        await super().close()
+
+    async def on_app_command_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+        """Log the unexpected and tell the user something went wrong, only to them."""
+        log.error("command %s failed", interaction.command and interaction.command.name, exc_info=error)
+        text = "⚠️ Something went wrong on our side; it has been logged. Please try again."
+        if interaction.response.is_done():
+            await interaction.followup.send(text, ephemeral=True)
+        else:
+            await interaction.response.send_message(text, ephemeral=True)

@@ -1,0 +1,282 @@
+"""Turns job events into Discord messages: queue position, live progress, then the result.
+
+Everything needed to reach the user is in the job's stored `origin`, so delivery works the same after
+a restart. Progress edits are coalesced (latest wins) and spaced out per message; the final result is
+recorded as delivered once, after it was sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import discord
+from PIL import Image
+
+from bot import render
+from generation.events import EventBus, JobCancelled, JobDone, JobEvent, JobFailed, JobProgress, JobQueued, JobStarted
+from generation.metadata import png_bytes, read_parameters
+from storage.records import JobRecord, JobStatus
+from storage.store import Store
+
+log = logging.getLogger(__name__)
+
+EDIT_INTERVAL = 1.5  # seconds between edits of one message; Discord rate-limits faster editing
+TOKEN_USABLE_FOR = 14 * 60  # interaction tokens die after 15 minutes; keep a margin
+DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
+NO_MENTIONS = discord.AllowedMentions.none()
+
+ViewFactory = Callable[[JobRecord], discord.ui.View | None]
+
+
+class TokenExpired(Exception):
+    """The interaction token that let us edit the job's message is too old to use."""
+
+
+@dataclass
+class _Render:
+    content: str
+    preview: bytes | None = None
+
+
+@dataclass
+class _Tracker:
+    job: JobRecord
+    responded: asyncio.Event = field(default_factory=asyncio.Event)
+    latest: _Render | None = None
+    shown_position: int | None = None
+    last_edit: float = 0.0
+    editor: asyncio.Task[None] | None = None
+    message_gone: bool = False
+
+
+class Delivery:
+    """Follows every job through the event bus and keeps its Discord message up to date."""
+
+    def __init__(
+        self,
+        client: discord.Client,
+        store: Store,
+        bus: EventBus,
+        *,
+        result_view: ViewFactory,
+        progress_view: ViewFactory,
+        edit_interval: float = EDIT_INTERVAL,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.bus = bus
+        self.result_view = result_view
+        self.progress_view = progress_view
+        self.edit_interval = edit_interval
+        self.clock = clock
+        self._trackers: dict[int, _Tracker] = {}
+        self._finishing: set[int] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._subscription = bus.subscribe()
+        self._loop_task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start following events (subscribed since construction, so none are missed)."""
+        self._loop_task = asyncio.create_task(self._run(), name="delivery")
+
+    async def stop(self) -> None:
+        """Stop following events; in-flight sends are cancelled (results stay undelivered, not lost)."""
+        self._subscription.close()
+        tasks = [t for t in (self._loop_task, *self._tasks, *(tr.editor for tr in self._trackers.values())) if t]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def responded(self, job_id: int, message_id: int | None) -> None:
+        """The requester has been answered: the message that shows this job now exists."""
+        origin = await self.store.update_origin(job_id, {"message_id": message_id, "responded": True})
+        tracker = await self._tracker(job_id)
+        if tracker is not None:
+            tracker.job = _with_origin(tracker.job, origin)
+            tracker.responded.set()
+
+    async def deliver_undelivered(self) -> None:
+        """After a start: send every finished result that never reached its requester."""
+        for job in await self.store.undelivered_jobs():
+            if (job.origin or {}).get("kind"):
+                self._spawn(self._finish(job.id))
+
+    async def _run(self) -> None:
+        async for event in self._subscription:
+            try:
+                await self._handle(event)
+            except Exception:
+                log.exception("delivery: could not handle %r", event)
+
+    async def _handle(self, event: JobEvent) -> None:
+        if isinstance(event, JobDone | JobFailed | JobCancelled):
+            self._spawn(self._finish(event.job_id))
+            return
+        tracker = await self._tracker(event.job_id)
+        if tracker is None:
+            return
+        if isinstance(event, JobQueued):
+            if event.position == tracker.shown_position:
+                return
+            tracker.shown_position = event.position
+            self._show(tracker, _Render(render.queued_text(tracker.job, event.position, event.eta_seconds)))
+        elif isinstance(event, JobStarted):
+            total = int(tracker.job.params["steps"])
+            self._show(tracker, _Render(render.progress_text(tracker.job, 0, total)))
+        elif isinstance(event, JobProgress):
+            preview = None
+            if event.previews:
+                preview = render.png_bytes(render.grid(list(event.previews)))
+            elif tracker.latest is not None:
+                preview = tracker.latest.preview  # keep showing the last preview between previews
+            self._show(tracker, _Render(render.progress_text(tracker.job, event.step, event.total), preview))
+
+    async def _tracker(self, job_id: int) -> _Tracker | None:
+        tracker = self._trackers.get(job_id)
+        if tracker is None and job_id not in self._finishing:
+            job = await self.store.get_job(job_id)
+            if job is None or not (job.origin or {}).get("kind") or job.status.is_finished:
+                return None
+            tracker = self._trackers.setdefault(job_id, _Tracker(job))
+            if job.origin.get("responded"):
+                tracker.responded.set()
+        return tracker
+
+    def _show(self, tracker: _Tracker, update: _Render) -> None:
+        tracker.latest = update
+        if tracker.editor is None or tracker.editor.done():
+            tracker.editor = asyncio.create_task(self._edit_loop(tracker))
+
+    async def _edit_loop(self, tracker: _Tracker) -> None:
+        await tracker.responded.wait()
+        while tracker.latest is not None and not tracker.message_gone:
+            wait = tracker.last_edit + self.edit_interval - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            update, tracker.latest = tracker.latest, None
+            tracker.last_edit = time.monotonic()
+            try:
+                await self._edit_progress(tracker, update)
+            except (discord.NotFound, TokenExpired):
+                tracker.message_gone = True  # deleted, or out of reach: the result will be posted anew
+            except discord.HTTPException as exc:
+                log.warning("delivery: progress edit for job %d dropped: %s", tracker.job.id, exc)
+
+    async def _edit_progress(self, tracker: _Tracker, update: _Render) -> None:
+        files = [discord.File(io.BytesIO(update.preview), filename="preview.png")] if update.preview else []
+        view = self.progress_view(tracker.job)
+        await self._edit(tracker.job, content=update.content, attachments=files, view=view)
+
+    async def _finish(self, job_id: int) -> None:
+        if job_id in self._finishing:
+            return
+        self._finishing.add(job_id)
+        try:
+            tracker = self._trackers.pop(job_id, None)
+            if tracker is not None:
+                if tracker.editor is not None:
+                    tracker.editor.cancel()
+                    await asyncio.gather(tracker.editor, return_exceptions=True)
+                try:
+                    await asyncio.wait_for(tracker.responded.wait(), timeout=10)
+                except TimeoutError:
+                    log.warning("delivery: job %d never got its first response; posting to the channel", job_id)
+            job = await self.store.get_job(job_id)
+            if job is None or job.delivered_at is not None or not (job.origin or {}).get("kind"):
+                return
+            gone = tracker.message_gone if tracker else False
+            where = await self._send_final(job, message_gone=gone)
+            if job.status in (JobStatus.DONE, JobStatus.FAILED):
+                await self.store.mark_delivered(job_id, where)
+        except Exception:
+            log.exception("delivery: could not deliver job %d; it stays undelivered for the next start", job_id)
+        finally:
+            self._finishing.discard(job_id)
+
+    async def _send_final(self, job: JobRecord, *, message_gone: bool) -> str:
+        origin = job.origin or {}
+        limit = int(origin.get("upload_limit") or DEFAULT_UPLOAD_LIMIT)
+        if job.status is JobStatus.DONE:
+            records = await self.store.images_for_job(job.id)
+            paths = [self.store.image_path(r) for r in records]
+            data = await asyncio.to_thread(_result_png, paths)
+            spoiler = any(r.nsfw for r in records)
+
+            def files() -> list[discord.File]:
+                return [render.fit_upload(data, f"imagine-{job.id}", limit, spoiler=spoiler)]
+
+            seeds = [r.seed for r in records]
+            text = lambda mention: render.result_text(job, seeds, mention)  # noqa: E731
+            view = self.result_view(job)
+        elif job.status is JobStatus.FAILED:
+            files, view = list, None
+            text = lambda mention: render.failed_text(job, job.error or "Generation failed.", mention)  # noqa: E731
+        else:
+            files, view = list, None
+            text = lambda mention: render.cancelled_text(job)  # noqa: E731
+
+        if not message_gone and self._can_edit(origin):
+            try:
+                await self._edit(job, content=text(False), attachments=files(), view=view)
+                return f"edit:{origin.get('message_id') or '@original'}"
+            except (discord.HTTPException, TokenExpired) as exc:
+                log.info("delivery: editing the message of job %d failed (%s); posting anew", job.id, exc)
+        message = await self._channel(origin).send(
+            content=text(True),
+            files=files(),
+            view=view or discord.utils.MISSING,
+            allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=[discord.Object(job.user_id)]),
+        )
+        return f"channel:{message.id}"
+
+    def _can_edit(self, origin: dict[str, Any]) -> bool:
+        if origin.get("kind") == "interaction":
+            return self.clock() - float(origin.get("created_at", 0)) < TOKEN_USABLE_FOR
+        return bool(origin.get("message_id"))
+
+    async def _edit(self, job: JobRecord, **fields: Any) -> None:
+        origin = job.origin or {}
+        fields["allowed_mentions"] = NO_MENTIONS
+        if fields.get("view") is None:
+            fields.pop("view", None)
+        if origin.get("kind") == "interaction":
+            if not self._can_edit(origin):
+                raise TokenExpired(f"the interaction token of job {job.id} has expired")
+            webhook = discord.Webhook.partial(int(origin["application_id"]), origin["token"], client=self.client)
+            # The original response is addressable as @original even before we learn its id.
+            await webhook.edit_message(origin.get("message_id") or "@original", **fields)  # type: ignore[arg-type]
+        else:
+            message = self._channel(origin).get_partial_message(int(origin["message_id"]))
+            await message.edit(**fields)
+
+    def _channel(self, origin: dict[str, Any]) -> discord.PartialMessageable:
+        return self.client.get_partial_messageable(int(origin["channel_id"]))
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _result_png(paths: list[Path]) -> bytes:
+    """One image as stored, or a 2x2 (or wider) grid carrying the first image's parameters."""
+    if len(paths) == 1:
+        return paths[0].read_bytes()
+    images = []
+    for path in paths:
+        with Image.open(path) as opened:
+            images.append(opened.convert("RGB"))
+    parameters = read_parameters(paths[0].read_bytes()) or ""
+    return png_bytes(render.grid(images), parameters)
+
+
+def _with_origin(job: JobRecord, origin: dict[str, Any]) -> JobRecord:
+    return replace(job, origin=origin)

@@ -1,0 +1,153 @@
+"""What each result button does. Buttons that make images queue a job for the person who clicked."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING
+
+import discord
+from PIL import Image
+
+from bot import render
+from bot.answers import NO_MENTIONS, answer_error, is_moderator, queue_for_interaction
+from generation.errors import InvalidRequest
+from generation.metadata import read_parameters
+from generation.request import GenerationRequest, Mode, random_seed
+from storage.records import JobRecord, JobStatus
+
+if TYPE_CHECKING:
+    from bot.app import ImagineBot
+
+VARIATION_STRENGTH = 0.35  # close to the original: composition kept, details change
+UPSCALE_STRENGTH = 0.3  # a high-resolution pass: sharpen and add detail, do not repaint
+
+
+async def run_action(interaction: discord.Interaction, action: str, job_id: int, index: int | None) -> None:
+    """Dispatch a button click; every refusal is answered only to the clicker."""
+    bot: ImagineBot = interaction.client  # type: ignore[assignment]
+    job = await bot.services.store.get_job(job_id)
+    if job is None:
+        await answer_error(interaction, "That job no longer exists.")
+        return
+    try:
+        await _ACTIONS[action](interaction, bot, job, index or 0)
+    except InvalidRequest as exc:
+        await answer_error(interaction, exc.user_message)
+
+
+async def _source_image(bot: ImagineBot, job: JobRecord, index: int) -> Image.Image:
+    records = await bot.services.store.images_for_job(job.id)
+    if job.status is not JobStatus.DONE or not records:
+        raise InvalidRequest("That job has no images (any more).")
+    record = next((r for r in records if r.idx == index), None)
+    if record is None:
+        raise InvalidRequest(f"That job has no image {index + 1}.")
+    path = bot.services.store.image_path(record)
+    return await asyncio.to_thread(lambda: Image.open(path).convert("RGB"))
+
+
+async def _reroll(interaction, bot, job: JobRecord, index: int) -> None:
+    request = await bot.services.store.load_request(job)
+    await queue_for_interaction(interaction, request.with_changes(seed=random_seed()), source=(job.id, index))
+
+
+async def _vary(interaction, bot, job: JobRecord, index: int) -> None:
+    image = await _source_image(bot, job, index)
+    request = GenerationRequest.from_params(
+        job.params | {"mode": Mode.IMG2IMG.value, "strength": VARIATION_STRENGTH, "seed": random_seed()},
+        init_image=image,
+    )
+    await queue_for_interaction(interaction, request, source=(job.id, index))
+
+
+async def _upscale(interaction, bot, job: JobRecord, index: int) -> None:
+    image = await _source_image(bot, job, index)
+    width, height = image.width * 2, image.height * 2
+    request = GenerationRequest.from_params(
+        job.params
+        | {"mode": Mode.IMG2IMG.value, "strength": UPSCALE_STRENGTH, "count": 1, "width": width, "height": height},
+        init_image=image.resize((width, height), Image.Resampling.LANCZOS),
+    )
+    await queue_for_interaction(interaction, request, source=(job.id, index))
+
+
+async def _edit(interaction, bot, job: JobRecord, index: int) -> None:
+    await interaction.response.send_modal(EditModal(job))
+
+
+async def _info(interaction, bot, job: JobRecord, index: int) -> None:
+    records = await bot.services.store.images_for_job(job.id)
+    if records:
+        path = bot.services.store.image_path(records[0])
+        parameters = await asyncio.to_thread(lambda: read_parameters(path.read_bytes()))
+    else:
+        parameters = None
+    seeds = ", ".join(str(r.seed) for r in records) or str(job.params["seed"])
+    text = (
+        f"**Job {job.id}** by <@{job.user_id}> · {job.status.value} · seeds {seeds}\n"
+        f"```\n{(parameters or render.safe_text(job.prompt)).replace('```', '` ` `')}\n```"
+    )
+    await interaction.response.send_message(text[:2000], ephemeral=True, allowed_mentions=NO_MENTIONS)
+
+
+async def _delete(interaction, bot, job: JobRecord, index: int) -> None:
+    if interaction.user.id != job.user_id and not is_moderator(interaction):
+        raise InvalidRequest("Only the person who made this image or a moderator can delete it.")
+    deleted = await bot.services.store.delete_job_images(job.id)
+    await interaction.response.send_message(f"Deleted {deleted} image(s).", ephemeral=True)
+    if interaction.message is not None:
+        with contextlib.suppress(discord.NotFound):
+            await interaction.message.delete()
+
+
+async def _cancel(interaction, bot, job: JobRecord, index: int) -> None:
+    if interaction.user.id != job.user_id and not is_moderator(interaction):
+        raise InvalidRequest("Only the person who asked for this job or a moderator can cancel it.")
+    if await bot.services.queue.cancel(job.id):
+        await interaction.response.send_message(f"Cancelled job {job.id}.", ephemeral=True)
+    else:
+        raise InvalidRequest(f"Job {job.id} already finished ({job.status.value}).")
+
+
+_ACTIONS = {
+    "reroll": _reroll,
+    "vary": _vary,
+    "upscale": _upscale,
+    "edit": _edit,
+    "info": _info,
+    "delete": _delete,
+    "cancel": _cancel,
+}
+
+
+class EditModal(discord.ui.Modal, title="Edit prompt"):
+    """Prompt and negative prompt, prefilled from the job; submitting queues a new job."""
+
+    def __init__(self, job: JobRecord) -> None:
+        super().__init__()
+        self.job = job
+        self.prompt = discord.ui.TextInput(
+            label="Prompt", style=discord.TextStyle.paragraph, default=job.prompt[:2000], max_length=2000
+        )
+        self.negative = discord.ui.TextInput(
+            label="Negative prompt",
+            style=discord.TextStyle.paragraph,
+            required=False,
+            default=job.negative_prompt[:1000] or None,
+            max_length=1000,
+        )
+        self.add_item(self.prompt)
+        self.add_item(self.negative)
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        """Queue the edited request with a new seed."""
+        bot: ImagineBot = interaction.client  # type: ignore[assignment]
+        try:
+            request = await bot.services.store.load_request(self.job)
+            request = request.with_changes(
+                prompt=self.prompt.value, negative_prompt=self.negative.value or "", seed=random_seed()
+            )
+            await queue_for_interaction(interaction, request, source=(self.job.id, 0))
+        except InvalidRequest as exc:
+            await answer_error(interaction, exc.user_message)

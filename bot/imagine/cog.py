@@ -1,0 +1,108 @@
+"""The /imagine command."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.answers import answer_error, queue_for_interaction, read_attachment
+from generation.errors import InvalidRequest
+from generation.options import UserOptions, make_request
+from generation.request import MAX_COUNT, MAX_GUIDANCE, MAX_SEED, MAX_STEPS
+from generation.samplers import sampler_names
+
+if TYPE_CHECKING:
+    from bot.app import ImagineBot
+
+SIZES = [
+    app_commands.Choice(name="Square 1:1", value="1:1"),
+    app_commands.Choice(name="Portrait 2:3", value="2:3"),
+    app_commands.Choice(name="Landscape 3:2", value="3:2"),
+    app_commands.Choice(name="Tall 9:16", value="9:16"),
+    app_commands.Choice(name="Wide 16:9", value="16:9"),
+    app_commands.Choice(name="Portrait 4:5", value="4:5"),
+]
+
+
+class ImagineCog(commands.Cog):
+    """Make pictures from text, or from a picture and text."""
+
+    def __init__(self, bot: ImagineBot) -> None:
+        self.bot = bot
+
+    @app_commands.command(name="imagine")
+    @app_commands.describe(
+        prompt="What to draw",
+        negative="What to keep out of the picture",
+        image="Start from this picture (img2img)",
+        mask="With an image: repaint only where this mask is white (inpainting)",
+        strength="With an image: how much to change it, 0.05 (a little) to 1 (completely)",
+        seed="Same seed + same settings = same picture",
+        steps="More steps: more detail, slower",
+        guidance="How closely to follow the prompt (0 for turbo models, about 7 for others)",
+        size="Aspect ratio",
+        count="How many pictures (1-4)",
+        model="Which model draws it",
+        sampler="Sampling method (A1111 names)",
+    )
+    @app_commands.choices(size=SIZES)
+    async def imagine(
+        self,
+        interaction: discord.Interaction,
+        prompt: app_commands.Range[str, 1, 2000],
+        negative: app_commands.Range[str, 0, 2000] | None = None,
+        image: discord.Attachment | None = None,
+        mask: discord.Attachment | None = None,
+        strength: app_commands.Range[float, 0.05, 1.0] | None = None,
+        seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
+        steps: app_commands.Range[int, 1, MAX_STEPS] | None = None,
+        guidance: app_commands.Range[float, 0.0, MAX_GUIDANCE] | None = None,
+        size: app_commands.Choice[str] | None = None,
+        count: app_commands.Range[int, 1, MAX_COUNT] = 1,
+        model: str | None = None,
+        sampler: str | None = None,
+    ) -> None:
+        """Make a picture from a prompt"""
+        try:
+            spec = self.bot.services.model(model)
+            if image is not None or mask is not None:
+                await interaction.response.defer(thinking=True)  # downloading may take longer than 3 s
+            options = UserOptions(
+                prompt=prompt,
+                negative=negative or "",
+                size=size.value if size else None,
+                steps=steps,
+                guidance=guidance,
+                seed=seed,
+                count=count,
+                strength=strength,
+                sampler=sampler,
+                image=await read_attachment(image, "image"),
+                mask=await read_attachment(mask, "mask"),
+            )
+            await queue_for_interaction(interaction, make_request(spec, options))
+        except InvalidRequest as exc:
+            await answer_error(interaction, exc.user_message)
+
+    @imagine.autocomplete("model")
+    async def _models(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        models = self.bot.services.config.models
+        return [
+            app_commands.Choice(name=f"{m.name} — {m.description}"[:100] if m.description else m.name, value=m.name)
+            for m in models
+            if current.casefold() in m.name.casefold()
+        ][:25]
+
+    @imagine.autocomplete("sampler")
+    async def _samplers(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        return [app_commands.Choice(name=n, value=n) for n in sampler_names() if current.casefold() in n.casefold()][
+            :25
+        ]
+
+
+async def setup(bot: ImagineBot) -> None:
+    """Extension entry point."""
+    await bot.add_cog(ImagineCog(bot))
