@@ -5,10 +5,9 @@ from __future__ import annotations
 import io
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-import discord
 import pytest
 from PIL import Image
 
@@ -60,18 +59,12 @@ def start_bot(fake_discord: FakeDiscord, tiny_sd_dir: Path, tmp_path: Path, bot_
     @asynccontextmanager
     async def start(data: Path | None = None, **limits) -> AsyncIterator[Running]:
         config = make_config(fake_discord, tiny_sd_dir, data or tmp_path, **limits)
-        engine = replace_models(bot_engine, config)
-        async with bot_parts(config, engine) as (bot, worker):
-            async with running_client(bot, fake_discord):
-                await fake_discord.wait_until(lambda: fake_discord.registered_commands(fake_discord.guild.id))
-                yield Running(fake_discord, bot, worker, config)
+        bot_engine.models = config.model_map
+        async with bot_parts(config, bot_engine) as (bot, worker), running_client(bot, fake_discord):
+            await fake_discord.wait_until(lambda: fake_discord.registered_commands(fake_discord.guild.id))
+            yield Running(fake_discord, bot, worker, config)
 
     return start
-
-
-def replace_models(engine: Engine, config: Config) -> Engine:
-    engine.models = config.model_map
-    return engine
 
 
 def png(size: tuple[int, int] = (64, 64), colour: tuple[int, int, int] = (200, 40, 40)) -> bytes:
