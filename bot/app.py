@@ -15,7 +15,7 @@ from bot.services import Services
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("bot.imagine",)
+EXTENSIONS = ("bot.imagine", "bot.history", "bot.remix")
 
 
 def intents() -> discord.Intents:

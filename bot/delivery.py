@@ -168,6 +168,8 @@ class Delivery:
             except (discord.NotFound, TokenExpired):
                 tracker.message_gone = True  # deleted, or out of reach: the result will be posted anew
             except discord.HTTPException as exc:
+                if exc.status == 401:  # the interaction token died early: stop trying it
+                    tracker.message_gone = True
                 log.warning("delivery: progress edit for job %d dropped: %s", tracker.job.id, exc)
 
     async def _edit_progress(self, tracker: _Tracker, update: _Render) -> None:

@@ -128,10 +128,15 @@ class EditModal(discord.ui.Modal, title="Edit prompt"):
         super().__init__()
         self.job = job
         self.prompt = discord.ui.TextInput(
-            label="Prompt", style=discord.TextStyle.paragraph, default=job.prompt[:2000], max_length=2000
+            label="Prompt",
+            custom_id="prompt",
+            style=discord.TextStyle.paragraph,
+            default=job.prompt[:2000],
+            max_length=2000,
         )
         self.negative = discord.ui.TextInput(
             label="Negative prompt",
+            custom_id="negative",
             style=discord.TextStyle.paragraph,
             required=False,
             default=job.negative_prompt[:1000] or None,

@@ -61,7 +61,7 @@ def start_bot(fake_discord: FakeDiscord, tiny_sd_dir: Path, tmp_path: Path, bot_
         config = make_config(fake_discord, tiny_sd_dir, data or tmp_path, **limits)
         bot_engine.models = config.model_map
         async with bot_parts(config, bot_engine) as (bot, worker), running_client(bot, fake_discord):
-            await fake_discord.wait_until(lambda: fake_discord.registered_commands(fake_discord.guild.id))
+            await fake_discord.wait_until(lambda: fake_discord.registered_commands(fake_discord.guild.id) or None)
             yield Running(fake_discord, bot, worker, config)
 
     return start
