@@ -135,7 +135,11 @@ class HistoryPager(discord.ui.View):
     async def on_error(self, interaction: discord.Interaction, error: Exception, item: discord.ui.Item) -> None:
         """Log, and tell only the clicker."""
         log.error("history pager failed", exc_info=error)
-        await answer_error(interaction, "Something went wrong on our side; it has been logged. Please try again.")
+        text = "⚠️ Something went wrong on our side; it has been logged. Please try again."
+        if interaction.response.is_done():  # never overwrite the page itself with the error
+            await interaction.followup.send(text, ephemeral=True)
+        else:
+            await interaction.response.send_message(text, ephemeral=True)
 
 
 def queue_line(job: JobRecord, position: int | None, eta_seconds: float | None) -> str:
@@ -177,9 +181,10 @@ class HistoryCog(commands.Cog):
             await answer_error(interaction, MODERATORS_ONLY)
             return
         own = target.id == interaction.user.id
-        title = "Your images" if own else f"Images by {render.safe_text(target.display_name, 80)}"
+        # Embed titles hold 256 characters; escaping may double what we show.
+        title = "Your images" if own else f"Images by {render.safe_text(target.display_name, 40)}"
         if search:
-            title += f" matching '{render.safe_text(search, 80)}'"
+            title += f" matching '{render.safe_text(search, 40)}'"
         query = HistoryQuery(target.id, interaction.guild_id, search)
         pager = HistoryPager(self.store, query, title, interaction.user.id)
         await pager.load(0)

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from storage.database import Database
-from storage.records import JobRecord, job_from_row
+from storage.records import JobRecord, JobStatus, job_from_row
 from storage.search import fts_query
 
 DEFAULT_PAGE = 25
 
 
-def _scope(user_id: int | None, guild_id: int | None) -> tuple[str, list[Any]]:
+def _scope(user_id: int | None, guild_id: int | None, dms_only: bool = False) -> tuple[str, list[Any]]:
     # Only the filters asked for, so SQLite can use the matching index.
     clauses, parameters = [], []
     if user_id is not None:
@@ -20,6 +20,8 @@ def _scope(user_id: int | None, guild_id: int | None) -> tuple[str, list[Any]]:
     if guild_id is not None:
         clauses.append("jobs.guild_id = ?")
         parameters.append(guild_id)
+    elif dms_only:
+        clauses.append("jobs.guild_id IS NULL")
     return "".join(f" AND {clause}" for clause in clauses), parameters
 
 
@@ -29,10 +31,24 @@ class JobHistory:
     _db: Database
 
     async def jobs_by_user(
-        self, user_id: int, guild_id: int | None = None, *, limit: int = DEFAULT_PAGE, offset: int = 0
+        self,
+        user_id: int,
+        guild_id: int | None = None,
+        *,
+        dms_only: bool = False,
+        limit: int = DEFAULT_PAGE,
+        offset: int = 0,
     ) -> list[JobRecord]:
-        """One user's jobs, in one guild or (guild_id None) everywhere."""
-        return await self._page(*_scope(user_id, guild_id), limit, offset)
+        """One user's jobs, in one guild, in direct messages (`dms_only`) or (guild_id None) everywhere."""
+        return await self._page(*_scope(user_id, guild_id, dms_only), limit, offset)
+
+    async def active_jobs(self, user_id: int, *, limit: int = DEFAULT_PAGE) -> list[JobRecord]:
+        """One user's queued and running jobs, everywhere."""
+        rows = await self._db.fetch_all(
+            "SELECT * FROM jobs WHERE user_id = ? AND status IN (?, ?) ORDER BY id DESC LIMIT ?",
+            (user_id, JobStatus.QUEUED.value, JobStatus.RUNNING.value, limit),
+        )
+        return [job_from_row(row) for row in rows]
 
     async def jobs_by_guild(self, guild_id: int, *, limit: int = DEFAULT_PAGE, offset: int = 0) -> list[JobRecord]:
         """Every job made in one guild."""
@@ -48,6 +64,7 @@ class JobHistory:
         *,
         user_id: int | None = None,
         guild_id: int | None = None,
+        dms_only: bool = False,
         include_negative: bool = False,
         limit: int = DEFAULT_PAGE,
         offset: int = 0,
@@ -56,7 +73,7 @@ class JobHistory:
         query = fts_query(text, include_negative=include_negative)
         if query is None:
             return []
-        scope, parameters = _scope(user_id, guild_id)
+        scope, parameters = _scope(user_id, guild_id, dms_only)
         rows = await self._db.fetch_all(
             f"""
             SELECT jobs.* FROM jobs_fts JOIN jobs ON jobs.id = jobs_fts.rowid

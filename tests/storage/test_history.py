@@ -93,3 +93,15 @@ async def test_punctuation_is_searched_as_text(store: Store) -> None:
 def test_fts_query_quotes_every_word() -> None:
     assert fts_query('say "hi" now*') == '{prompt} : ("say" """hi""" "now"*)'
     assert fts_query("- ! ?") is None
+
+
+async def test_direct_messages_only_and_active_jobs(store: Store) -> None:
+    in_guild = await _make(store, "fox in a guild", user=1, guild=10)
+    in_dm = await _make(store, "fox in a dm", user=1, guild=None)
+    other = await _make(store, "fox of someone else", user=2, guild=None)
+    assert await _ids(store.jobs_by_user(1, dms_only=True)) == [in_dm]
+    assert await _ids(store.jobs_by_user(1, 10, dms_only=True)) == [in_guild]  # a guild wins over dms_only
+    assert await _ids(store.search_jobs("fox", user_id=1, dms_only=True)) == [in_dm]
+    assert await store.cancel_job(in_dm)
+    assert await _ids(store.active_jobs(1)) == [in_guild]
+    assert await _ids(store.active_jobs(2)) == [other]
