@@ -1,6 +1,12 @@
 """Discrete-event simulation: FIFO vs fair scheduling, with and without batching, under skewed demand.
 
-Run: .venv/bin/python bench/queue_sim.py   (seeded, deterministic, well under a second, no GPU)
+Then the same kind of workload for real (bench/queue_throughput.py): the store, the queue, the worker and the
+engine on CPU with a random-weight model, fair queue with batching off vs on, interleaved.
+
+Run: .venv/bin/python bench/queue_sim.py   (simulation well under a second; real-model part ~1-3 minutes)
+     --quick     smaller real-model workload, one round (~30 s in all)
+     --no-model  the simulation table only (no torch)
+     --mid       the mid-size model (bench/engine_overhead.build_mid_sd) instead of the tiny one: slow on CPU
 """
 
 from __future__ import annotations
@@ -255,13 +261,32 @@ def format_simulation(seed: int, gpu: SimulatedGpu, max_batch: int) -> str:
     return "\n".join(lines)
 
 
+def format_real_model(quick: bool, mid: bool, rounds: int | None, seed: int, threads: int) -> str:
+    """The real-model section (imports torch and diffusers, so only when asked for)."""
+    try:
+        from bench import queue_throughput  # imported as a package module
+    except ImportError:
+        import queue_throughput  # run as a script: bench/ is on sys.path
+    rounds = rounds or (1 if quick else 3)
+    report = queue_throughput.measure("mid" if mid else "tiny", quick, rounds, seed, threads)
+    return queue_throughput.format_report(report)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Print the simulation table."""
+    """Print the simulation table, then (unless --no-model) the real-model table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--max-batch", type=int, default=4)
+    parser.add_argument("--max-batch", type=int, default=4, help="simulation only; the real model runs 1 vs 4")
+    parser.add_argument("--quick", action="store_true", help="smaller real-model workload, one round")
+    parser.add_argument("--no-model", action="store_true", help="skip the real-model part")
+    parser.add_argument("--mid", action="store_true", help="real-model part on the mid-size model (slow)")
+    parser.add_argument("--rounds", type=int, help="real-model rounds of both configs (default 3, quick 1)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads for the real model")
     args = parser.parse_args(argv)
-    print(format_simulation(args.seed, SimulatedGpu(), args.max_batch))
+    print(format_simulation(args.seed, SimulatedGpu(), args.max_batch), flush=True)
+    if not args.no_model:
+        print()
+        print(format_real_model(args.quick, args.mid, args.rounds, args.seed, args.threads))
 
 
 if __name__ == "__main__":
