@@ -102,7 +102,11 @@ REDUCED = Architecture(
         norm_num_groups=32,
         sample_size=16,
     ),
-    sdxl_text_2=dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2, projection_dim=64),
+    sdxl_text_2=dict(
+        hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2, projection_dim=64
+    ),
+    # Narrower than TAESD so that, as at full size, it stays far smaller than the (reduced) VAE.
+    taesd=dict(encoder_block_out_channels=(16,) * 4, decoder_block_out_channels=(16,) * 4),
 )
 
 

@@ -5,15 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from bot.config import Config
 from generation.errors import ModelUnavailable, UserFacingError
 from generation.request import GenerationRequest
 from generation.specs import SINGLE_FILE_SUFFIXES, ModelSpec
+from storage.files import write_atomic
 
 LOCAL_USER = 0  # jobs from the command line belong to user 0
 
@@ -38,21 +37,6 @@ def _detect_kind(path: Path) -> str:
     if index.is_file() and "XL" in json.loads(index.read_text()).get("_class_name", ""):
         return "sdxl"
     return "sd"
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write a file under a temporary name and rename it, so no reader sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _free_path(directory: Path, stem: str) -> Path:

@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from diffusers import AutoencoderTiny
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from generation.device import resolve_device, resolve_dtype
 from generation.errors import Cancelled, GenerationError, ModelUnavailable, OutOfMemory, UserFacingError
@@ -44,7 +45,7 @@ class Engine:
         self.cache = PipelineCache(self.device, self.dtype)
         self._checkers: dict[str, SafetyChecker] = dict(safety_checkers or {})
         self._previewers: dict[str, Previewer] = {}
-        self._scheduler_configs: dict[str, object] = {}
+        self._model_schedulers: dict[str, SchedulerMixin] = {}
 
     def spec(self, name: str) -> ModelSpec:
         """The spec of a configured model, or a refusal listing the models there are."""
@@ -73,9 +74,10 @@ class Engine:
         count = sum(r.count for r in requests)
         try:
             pipe = self.cache.get(spec, first.mode)
-            if spec.name not in self._scheduler_configs:
-                self._scheduler_configs = {spec.name: pipe.scheduler.config}
-            pipe.scheduler = make_scheduler(first.sampler, self._scheduler_configs[spec.name])
+            if spec.name not in self._model_schedulers:
+                # The scheduler the model shipped with; calls get fresh copies (or named samplers).
+                self._model_schedulers = {spec.name: pipe.scheduler}
+            pipe.scheduler = make_scheduler(first.sampler, self._model_schedulers[spec.name])
             sampler = first.sampler or describe_scheduler(pipe.scheduler)
             callback = self._step_callback(spec, on_progress, should_cancel)
             output = pipe(

@@ -64,16 +64,15 @@ def resolve_sampler(name: str) -> str:
     return canonical
 
 
-def make_scheduler(name: str | None, model_config: Any) -> SchedulerMixin:
-    """A new scheduler for one call: the named sampler, or the model's own when name is None.
+def make_scheduler(name: str | None, model_scheduler: SchedulerMixin) -> SchedulerMixin:
+    """A new scheduler for one call: the named sampler, or a copy of the model's own when name is None.
 
     Schedulers keep per-call state (timesteps, step index), so sharing one between calls is unsafe.
     """
     if name is None:
-        cls: type[SchedulerMixin] = _scheduler_class(model_config["_class_name"])
-        return cls.from_config(model_config)
+        return type(model_scheduler).from_config(model_scheduler.config)
     sampler = SAMPLERS[resolve_sampler(name)]
-    return sampler.scheduler.from_config(model_config, **sampler.overrides)
+    return sampler.scheduler.from_config(model_scheduler.config, **sampler.overrides)
 
 
 def describe_scheduler(scheduler: SchedulerMixin) -> str:
@@ -86,9 +85,3 @@ def describe_scheduler(scheduler: SchedulerMixin) -> str:
                 continue  # a Karras variant is listed separately
             return name
     return type(scheduler).__name__
-
-
-def _scheduler_class(class_name: str) -> type[SchedulerMixin]:
-    import diffusers
-
-    return getattr(diffusers, class_name)

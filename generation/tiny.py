@@ -85,10 +85,8 @@ def tiny_preview_vae() -> AutoencoderTiny:
     )
 
 
-def build_tiny_sd() -> StableDiffusionPipeline:
-    """A tiny Stable Diffusion 1.x-shaped pipeline with random weights."""
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
+def _unet(**config: object) -> UNet2DConditionModel:
+    return UNet2DConditionModel(
         block_out_channels=(16, 32),
         layers_per_block=1,
         sample_size=8,
@@ -96,10 +94,15 @@ def build_tiny_sd() -> StableDiffusionPipeline:
         out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=TEXT_HIDDEN,
-        attention_head_dim=4,
         norm_num_groups=8,
+        **config,
     )
+
+
+def build_tiny_sd() -> StableDiffusionPipeline:
+    """A tiny Stable Diffusion 1.x-shaped pipeline with random weights."""
+    torch.manual_seed(0)
+    unet = _unet(cross_attention_dim=TEXT_HIDDEN, attention_head_dim=4)
     scheduler = PNDMScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True, steps_offset=1
     )
@@ -121,14 +124,7 @@ def build_tiny_sd() -> StableDiffusionPipeline:
 def build_tiny_sdxl() -> StableDiffusionXLPipeline:
     """A tiny SDXL-shaped pipeline (two text encoders, micro-conditioning) with random weights."""
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        block_out_channels=(16, 32),
-        layers_per_block=1,
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+    unet = _unet(
         attention_head_dim=(2, 4),
         use_linear_projection=True,
         addition_embed_type="text_time",
@@ -136,7 +132,6 @@ def build_tiny_sdxl() -> StableDiffusionXLPipeline:
         transformer_layers_per_block=(1, 1),
         projection_class_embeddings_input_dim=6 * 8 + TEXT_HIDDEN,
         cross_attention_dim=2 * TEXT_HIDDEN,
-        norm_num_groups=8,
     )
     scheduler = EulerDiscreteScheduler(
         beta_start=0.00085,

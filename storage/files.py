@@ -72,20 +72,24 @@ class ImageFiles:
             self.absolute(relative).unlink(missing_ok=True)
 
     def _write_atomic(self, relative: str, data: bytes) -> None:
-        target = self.absolute(relative)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # Same directory as the target, so os.replace is a rename on one filesystem (atomic).
-        fd, temp_name = tempfile.mkstemp(dir=target.parent, prefix=".", suffix=TEMP_SUFFIX)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp_name, target)
-        except BaseException:
-            Path(temp_name).unlink(missing_ok=True)
-            raise
-        _fsync_dir(target.parent)
+        write_atomic(self.absolute(relative), data)
+
+
+def write_atomic(target: Path, data: bytes) -> None:
+    """Write a file so readers see the old file or the whole new one, never half of it."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Same directory as the target, so os.replace is a rename on one filesystem (atomic).
+    fd, temp_name = tempfile.mkstemp(dir=target.parent, prefix=".", suffix=TEMP_SUFFIX)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp_name, target)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    _fsync_dir(target.parent)
 
 
 def _fsync_dir(directory: Path) -> None:
