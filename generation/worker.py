@@ -24,6 +24,8 @@ from generation.results import GeneratedImage, StepProgress
 log = logging.getLogger(__name__)
 
 UNEXPECTED_ERROR = "Something went wrong on our side while generating; it has been logged. Please try again."
+# Results are encoded and stored while the GPU already runs the next batch; this bounds the backlog.
+MAX_PENDING_SAVES = 2
 
 
 class Worker:
@@ -38,6 +40,7 @@ class Worker:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpu")
         self._interrupt = threading.Event()  # shutdown: stop the running call at the next step
         self._running: list[QueuedJob] = []
+        self._saves: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
@@ -83,6 +86,7 @@ class Worker:
             if not done:
                 self._interrupt.set()
             await asyncio.gather(task, return_exceptions=True)
+        await asyncio.gather(*self._saves, return_exceptions=True)
         self._executor.shutdown(wait=True)
 
     async def _run_batch(self, batch: list[QueuedJob]) -> None:
@@ -126,8 +130,20 @@ class Worker:
                 await self._fail(jobs[0], exc.user_message)
             return
         self.queue.meter.record(sum(job.cost for job in jobs), time.perf_counter() - started)
+        save = asyncio.create_task(self._save(jobs, results))
+        self._saves.add(save)
+        save.add_done_callback(self._saves.discard)
+        if len(self._saves) >= MAX_PENDING_SAVES:
+            await asyncio.wait(self._saves, return_when=asyncio.FIRST_COMPLETED)
+
+    async def _save(self, jobs: Sequence[QueuedJob], results: list[list[GeneratedImage]]) -> None:
         for job, images in zip(jobs, results, strict=True):
-            records = await self.store.finish_job(job.job_id, images)
+            try:
+                records = await self.store.finish_job(job.job_id, images)
+            except Exception:
+                log.exception("worker: could not store the images of job %d", job.job_id)
+                await self._fail(job, UNEXPECTED_ERROR)
+                continue
             if records:  # empty: cancelled while running, its images are dropped
                 self.bus.publish(JobDone(job.job_id, tuple(records)))
 
