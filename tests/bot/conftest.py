@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from bot.config import Config, DiscordConfig, GenerationConfig, StorageConfig
 from bot.runner import bot_parts
 from generation.engine import Engine
 from generation.limits import Limits
+from generation.request import Mode
 from generation.specs import ModelSpec
 from generation.worker import Worker
 from tests.fake_discord import FakeDiscord, running_client
@@ -65,6 +67,17 @@ def start_bot(fake_discord: FakeDiscord, tiny_sd_dir: Path, tmp_path: Path, bot_
             yield Running(fake_discord, bot, worker, config)
 
     return start
+
+
+@contextmanager
+def slow_steps(engine: Engine, seconds: float) -> Iterator[None]:
+    """Make every UNet call of the tiny model take at least `seconds`, like a big model on a GPU."""
+    unet = engine.cache.get(engine.spec("tiny"), Mode.TXT2IMG).unet
+    hook = unet.register_forward_pre_hook(lambda module, args: time.sleep(seconds))
+    try:
+        yield
+    finally:
+        hook.remove()
 
 
 def png(size: tuple[int, int] = (64, 64), colour: tuple[int, int, int] = (200, 40, 40)) -> bytes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from storage.records import JobStatus
-from tests.bot.conftest import button, has_image
+from tests.bot.conftest import button, has_image, slow_steps
 
 
 def progress_edits(fake, token: str) -> list:
@@ -20,8 +20,9 @@ async def test_progress_is_shown_with_previews_and_edits_are_spaced(start_bot) -
     async with start_bot() as running:
         fake = running.fake
         started = time.monotonic()
-        handle = await fake.send_slash_command("imagine", {"prompt": "slow sunrise", "steps": 60, "count": 2})
-        await handle.wait_for_original(has_image, timeout=120)
+        with slow_steps(running.worker.engine, 0.05):  # ~3 s of sampling: long enough to show progress
+            handle = await fake.send_slash_command("imagine", {"prompt": "slow sunrise", "steps": 60, "count": 2})
+            await handle.wait_for_original(has_image, timeout=120)
         elapsed = time.monotonic() - started
         edits = progress_edits(fake, handle.token)
         assert edits, "no progress was shown"
@@ -34,11 +35,12 @@ async def test_after_the_token_expires_the_result_is_posted_mentioning_the_reque
     async with start_bot() as running:
         fake = running.fake
         fake.interaction_token_ttl = 1.0  # Discord: 15 minutes; the fake makes it short
-        handle = await fake.send_slash_command("imagine", {"prompt": "late delivery", "steps": 40})
-        await handle.wait_for_callback()
-        message = await fake.wait_for_message(
-            lambda m: has_image(m) and m.get("webhook_id") is None and "late delivery" in m["content"], timeout=120
-        )
+        with slow_steps(running.worker.engine, 0.05):  # the job outlives the token
+            handle = await fake.send_slash_command("imagine", {"prompt": "late delivery", "steps": 40})
+            await handle.wait_for_callback()
+            message = await fake.wait_for_message(
+                lambda m: has_image(m) and m.get("webhook_id") is None and "late delivery" in m["content"], timeout=120
+            )
         assert f"<@{fake.member.id}>" in message["content"]
         sent = [r for r in fake.requests if r.method == "POST" and r.path == f"/channels/{fake.channel.id}/messages"]
         mentions = sent[-1].json["allowed_mentions"]
