@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from storage.records import JobStatus
-from tests.bot.conftest import button, decode, has_image
+from tests.bot.conftest import button, decode, has_image, slow_steps
 
 EPHEMERAL = 64
 
@@ -83,17 +83,18 @@ async def test_delete_only_by_requester_or_moderator(start_bot) -> None:
 async def test_cancel_while_queued_and_while_running(start_bot) -> None:
     async with start_bot() as running:
         fake, store = running.fake, running.store
-        slow = await fake.send_slash_command("imagine", {"prompt": "slow", "steps": 60})
-        waiting = await fake.send_slash_command("imagine", {"prompt": "waiting"}, user=fake.other_member)
-        for handle, user in ((waiting, fake.other_member), (slow, fake.member)):
-            queued = (await handle.wait_for_callback())["data"]
-            message_id = handle.original_message_id
-            stranger = fake.member if user is fake.other_member else fake.other_member
-            refused = await fake.send_button_click(message_id, button(queued, "imagine:cancel"), user=stranger)
-            assert "Only the person who asked" in (await refused.wait_for_callback())["data"]["content"]
-            click = await fake.send_button_click(message_id, button(queued, "imagine:cancel"), user=user)
-            assert "Cancelled job" in (await click.wait_for_callback())["data"]["content"]
-            final = await handle.wait_for_original(lambda m: "Cancelled" in m["content"], timeout=30)
-            assert not has_image(final)
-            job_id = int(button(queued, "imagine:cancel").split(":")[2])
-            assert (await store.get_job(job_id)).status is JobStatus.CANCELLED
+        with slow_steps(running.worker.engine, 0.1):  # 60 steps: about 6 s, so both are still active
+            slow = await fake.send_slash_command("imagine", {"prompt": "slow", "steps": 60})
+            waiting = await fake.send_slash_command("imagine", {"prompt": "waiting"}, user=fake.other_member)
+            for handle, user in ((waiting, fake.other_member), (slow, fake.member)):
+                queued = (await handle.wait_for_callback())["data"]
+                message_id = handle.original_message_id
+                stranger = fake.member if user is fake.other_member else fake.other_member
+                refused = await fake.send_button_click(message_id, button(queued, "imagine:cancel"), user=stranger)
+                assert "Only the person who asked" in (await refused.wait_for_callback())["data"]["content"]
+                click = await fake.send_button_click(message_id, button(queued, "imagine:cancel"), user=user)
+                assert "Cancelled job" in (await click.wait_for_callback())["data"]["content"]
+                final = await handle.wait_for_original(lambda m: "Cancelled" in m["content"], timeout=30)
+                assert not has_image(final)
+                job_id = int(button(queued, "imagine:cancel").split(":")[2])
+                assert (await store.get_job(job_id)).status is JobStatus.CANCELLED
