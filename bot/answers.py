@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from typing import TYPE_CHECKING
 
+import aiohttp
 import discord
 
 from bot import render
+from bot.moderation.gate import asker_from_interaction, submit_job
 from generation.errors import InvalidRequest
 from generation.images import DEFAULT_LIMITS
-from generation.queue import Requester
 from generation.request import GenerationRequest
 
 if TYPE_CHECKING:
@@ -18,15 +21,24 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 NO_MENTIONS = discord.AllowedMentions.none()
+DOWNLOAD_TIMEOUT = 30.0  # seconds; a CDN that stalls must not leave the user waiting on "thinking…"
 
 
 async def answer_error(interaction: discord.Interaction, text: str) -> None:
-    """Tell only this user what went wrong (or edit the deferred answer when that is all we have)."""
+    """Tell only this user what went wrong.
+
+    After a public "thinking…" deferral the refusal would show to everyone in its place, so that message
+    is deleted and the refusal comes as an ephemeral follow-up instead.
+    """
     text = f"⚠️ {text}"
-    if interaction.response.is_done():
-        await interaction.edit_original_response(content=text, attachments=[], view=None, allowed_mentions=NO_MENTIONS)
-    else:
+    if not interaction.response.is_done():
         await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
+    elif interaction.response.type is discord.InteractionResponseType.deferred_channel_message:
+        with contextlib.suppress(discord.HTTPException):
+            await interaction.delete_original_response()
+        await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
+    else:
+        await interaction.edit_original_response(content=text, attachments=[], view=None, allowed_mentions=NO_MENTIONS)
 
 
 async def read_attachment(attachment: discord.Attachment | None, what: str) -> bytes | None:
@@ -38,11 +50,18 @@ async def read_attachment(attachment: discord.Attachment | None, what: str) -> b
             f"The {what} is {attachment.size / 2**20:.1f} MB; the limit is {DEFAULT_LIMITS.max_bytes / 2**20:.0f} MB."
         )
     try:
-        return await attachment.read()
+        async with asyncio.timeout(DOWNLOAD_TIMEOUT):
+            return await attachment.read()
+    except TimeoutError:
+        raise InvalidRequest(
+            f"Downloading the {what} from Discord took over {DOWNLOAD_TIMEOUT:g} s; try attaching it again."
+        ) from None
     except discord.HTTPException as exc:
         raise InvalidRequest(
             f"Could not download the {what} from Discord ({exc.status}); try attaching it again."
         ) from exc
+    except aiohttp.ClientError as exc:
+        raise InvalidRequest(f"Could not download the {what} from Discord; try attaching it again.") from exc
 
 
 def is_moderator(interaction: discord.Interaction) -> bool:
@@ -71,8 +90,10 @@ async def queue_for_interaction(
 
     bot: ImagineBot = interaction.client  # type: ignore[assignment]
     services = bot.services
-    requester = Requester(user_id=interaction.user.id, guild_id=interaction.guild_id, channel_id=interaction.channel_id)
-    ticket = await services.queue.submit(request, requester, origin=interaction_origin(interaction), source=source)
+    # Through the server's policy (channels, roles, blocks, banned words, DMs), then the queue's limits.
+    ticket = await submit_job(
+        services, asker_from_interaction(interaction), request, origin=interaction_origin(interaction), source=source
+    )
     content = render.queued_text(ticket.job, ticket.position, ticket.eta_seconds)
     view = progress_view(ticket.job)
     if interaction.response.is_done():

@@ -8,14 +8,14 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.answers import NO_MENTIONS
+from bot.answers import NO_MENTIONS, answer_error
 from bot.delivery import Delivery
 from bot.imagine.views import JobButton, progress_view, result_view
 from bot.services import Services
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("bot.imagine", "bot.history", "bot.remix")
+EXTENSIONS = ("bot.imagine", "bot.history", "bot.remix", "bot.moderation.admin")
 
 
 def intents() -> discord.Intents:
@@ -69,7 +69,10 @@ class ImagineBot(commands.Bot):
         await super().close()
 
     async def on_app_command_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
-        """Log the unexpected and tell the user something went wrong, only to them."""
+        """Answer failed checks (e.g. missing Manage Server) with their reason; log the unexpected."""
+        if isinstance(error, app_commands.CheckFailure):
+            await answer_error(interaction, str(error))
+            return
         log.error("command %s failed", interaction.command and interaction.command.name, exc_info=error)
         text = "⚠️ Something went wrong on our side; it has been logged. Please try again."
         if interaction.response.is_done():

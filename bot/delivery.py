@@ -20,6 +20,7 @@ import discord
 from PIL import Image
 
 from bot import render
+from bot.moderation.nsfw import screen
 from generation.events import EventBus, JobCancelled, JobDone, JobEvent, JobFailed, JobProgress, JobQueued, JobStarted
 from generation.metadata import png_bytes, read_parameters
 from storage.records import JobRecord, JobStatus
@@ -30,6 +31,9 @@ log = logging.getLogger(__name__)
 EDIT_INTERVAL = 1.5  # seconds between edits of one message; Discord rate-limits faster editing
 TOKEN_USABLE_FOR = 14 * 60  # interaction tokens die after 15 minutes; keep a margin
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
+STOP_GRACE = 5.0  # seconds a stopping bot waits for results already on their way
+EDIT_BACKOFF_MAX = 30.0  # longest pause after refused progress edits of one message
+EDIT_SETTLE_TIMEOUT = 5.0  # how long a result waits for the progress edit in flight before it
 NO_MENTIONS = discord.AllowedMentions.none()
 
 ViewFactory = Callable[[JobRecord], discord.ui.View | None]
@@ -53,6 +57,8 @@ class _Tracker:
     shown_position: int | None = None
     last_edit: float = 0.0
     editor: asyncio.Task[None] | None = None
+    sending: bool = False
+    failed_edits: int = 0
     message_gone: bool = False
 
 
@@ -88,8 +94,10 @@ class Delivery:
         self._loop_task = asyncio.create_task(self._run(), name="delivery")
 
     async def stop(self) -> None:
-        """Stop following events; in-flight sends are cancelled (results stay undelivered, not lost)."""
+        """Stop following events; results on their way get a moment, the rest stay undelivered (not lost)."""
         self._subscription.close()
+        if self._tasks:  # a result sent but not yet recorded as delivered would be sent again at the next start
+            await asyncio.wait(set(self._tasks), timeout=STOP_GRACE)
         tasks = [t for t in (self._loop_task, *self._tasks, *(tr.editor for tr in self._trackers.values())) if t]
         for task in tasks:
             task.cancel()
@@ -133,7 +141,7 @@ class Delivery:
             self._show(tracker, _Render(render.progress_text(tracker.job, 0, total)))
         elif isinstance(event, JobProgress):
             preview = None
-            if event.previews:
+            if event.previews and (tracker.job.origin or {}).get("previews", True):  # see moderation.nsfw
                 preview = render.png_bytes(render.grid(list(event.previews)))
             elif tracker.latest is not None:
                 preview = tracker.latest.preview  # keep showing the last preview between previews
@@ -163,14 +171,21 @@ class Delivery:
                 await asyncio.sleep(wait)
             update, tracker.latest = tracker.latest, None
             tracker.last_edit = time.monotonic()
+            tracker.sending = True
             try:
                 await self._edit_progress(tracker, update)
+                tracker.failed_edits = 0
             except (discord.NotFound, TokenExpired):
                 tracker.message_gone = True  # deleted, or out of reach: the result will be posted anew
             except discord.HTTPException as exc:
                 if exc.status == 401:  # the interaction token died early: stop trying it
                     tracker.message_gone = True
+                # Back off: each refused edit spends Discord's invalid-request budget and shows nothing.
+                tracker.failed_edits += 1
+                tracker.last_edit += min(EDIT_BACKOFF_MAX, self.edit_interval * 2**tracker.failed_edits)
                 log.warning("delivery: progress edit for job %d dropped: %s", tracker.job.id, exc)
+            finally:
+                tracker.sending = False
 
     async def _edit_progress(self, tracker: _Tracker, update: _Render) -> None:
         files = [discord.File(io.BytesIO(update.preview), filename="preview.png")] if update.preview else []
@@ -185,6 +200,9 @@ class Delivery:
             tracker = self._trackers.pop(job_id, None)
             if tracker is not None:
                 if tracker.editor is not None:
+                    tracker.latest = None
+                    if tracker.sending:  # an edit already sent could land after the result and hide it
+                        await asyncio.wait({tracker.editor}, timeout=EDIT_SETTLE_TIMEOUT)
                     tracker.editor.cancel()
                     await asyncio.gather(tracker.editor, return_exceptions=True)
                 try:
@@ -208,15 +226,18 @@ class Delivery:
         limit = int(origin.get("upload_limit") or DEFAULT_UPLOAD_LIMIT)
         if job.status is JobStatus.DONE:
             records = await self.store.images_for_job(job.id)
-            paths = [self.store.image_path(r) for r in records]
+            screening = await screen(self.store, job, records)  # the server's NSFW policy
+            paths = [None if r.idx in screening.blocked else self.store.image_path(r) for r in records]
             data = await asyncio.to_thread(_result_png, paths)
-            spoiler = any(r.nsfw for r in records)
 
             def files() -> list[discord.File]:
-                return [render.fit_upload(data, f"imagine-{job.id}", limit, spoiler=spoiler)]
+                if data is None:
+                    return []
+                return [render.fit_upload(data, f"imagine-{job.id}", limit, spoiler=screening.spoiler)]
 
             seeds = [r.seed for r in records]
-            text = lambda mention: render.result_text(job, seeds, mention)  # noqa: E731
+            note = f"\n{screening.note}" if screening.note else ""
+            text = lambda mention: render.result_text(job, seeds, mention) + note  # noqa: E731
             view = self.result_view(job)
         elif job.status is JobStatus.FAILED:
             files, view = list, None
@@ -268,16 +289,23 @@ class Delivery:
         task.add_done_callback(self._tasks.discard)
 
 
-def _result_png(paths: list[Path]) -> bytes:
-    """One image as stored, or a 2x2 (or wider) grid carrying the first image's parameters."""
+def _result_png(paths: list[Path | None]) -> bytes | None:
+    """One image as stored, or a 2x2 (or wider) grid carrying the first image's parameters.
+
+    None marks an image withheld by the server's policy: a blank tile in a grid; None when nothing is left.
+    """
+    shown = [path for path in paths if path is not None]
+    if not shown:
+        return None
     if len(paths) == 1:
-        return paths[0].read_bytes()
-    images = []
-    for path in paths:
+        return shown[0].read_bytes()
+    images = {}
+    for path in shown:
         with Image.open(path) as opened:
-            images.append(opened.convert("RGB"))
-    parameters = read_parameters(paths[0].read_bytes()) or ""
-    return png_bytes(render.grid(images), parameters)
+            images[path] = opened.convert("RGB")
+    blank = Image.new("RGB", next(iter(images.values())).size, (32, 32, 32))
+    parameters = read_parameters(shown[0].read_bytes()) or ""
+    return png_bytes(render.grid([images[p] if p is not None else blank for p in paths]), parameters)
 
 
 def _with_origin(job: JobRecord, origin: dict[str, Any]) -> JobRecord:

@@ -21,9 +21,9 @@ from bot.answers import NO_MENTIONS, answer_error, queue_for_interaction, read_a
 from bot.delivery import DEFAULT_UPLOAD_LIMIT
 from bot.flags import PromptFlags, parse_flags
 from bot.imagine.views import progress_view
+from bot.moderation.gate import asker_from_message, model_for, submit_job
 from generation.errors import InvalidRequest
 from generation.options import UserOptions, make_request
-from generation.queue import Requester
 from generation.request import GenerationRequest
 from generation.specs import ModelSpec
 from storage.store import Store
@@ -151,7 +151,7 @@ class RemixModal(discord.ui.Modal, title="Remix"):
             flags = parse_flags(self.prompt.value)
             if self.strength.value.strip():
                 flags = replace(flags, strength=_strength(self.strength.value))
-            spec = bot.services.model(flags.model)
+            spec = await model_for(bot.services, interaction.guild_id, flags.model)
             await interaction.response.defer(thinking=True)  # downloading may take longer than 3 s
             request = await build_request(spec, flags, await self.picture.read(bot.http), None)
             source = await job_source(bot.services.store, self.job_id)
@@ -224,22 +224,20 @@ class RemixCog(commands.Cog):
     ) -> None:
         services = self.bot.services
         flags = parse_flags(text)
-        spec = services.model(flags.model)
+        spec = await model_for(services, message.guild.id if message.guild else None, flags.model)
         image = await picture.read(self.bot.http)
         mask = await read_attachment(image_attachment(message), "mask")
         request = await build_request(spec, flags, image, mask)
         source = await job_source(services.store, job_id_on(target) if target.author.id == self.bot.user.id else None)
         guild = message.guild
-        requester = Requester(
-            user_id=message.author.id, guild_id=guild.id if guild else None, channel_id=message.channel.id
-        )
         origin = {
             "kind": "message",
             "channel_id": message.channel.id,
             "reply_to": message.id,
             "upload_limit": guild.filesize_limit if guild else DEFAULT_UPLOAD_LIMIT,
         }
-        ticket = await services.queue.submit(request, requester, origin=origin, source=source)
+        # The same door as every interaction: the server's policy, then the queue's limits.
+        ticket = await submit_job(services, asker_from_message(message), request, origin=origin, source=source)
         try:
             reply = await message.channel.send(
                 render.queued_text(ticket.job, ticket.position, ticket.eta_seconds),

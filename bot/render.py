@@ -8,6 +8,7 @@ import math
 import discord
 from PIL import Image
 
+from generation.request import without_control_chars
 from storage.records import JobRecord
 
 BAR_CELLS = 12
@@ -15,8 +16,8 @@ MAX_PROMPT_SHOWN = 300
 
 
 def safe_text(text: str, limit: int = MAX_PROMPT_SHOWN) -> str:
-    """User text made inert: no markdown, no mentions, bounded length."""
-    text = " ".join(text.split())
+    """User text made inert: no markdown, no mentions, no control or bidi characters, bounded length."""
+    text = " ".join(without_control_chars(text).split())
     if len(text) > limit:
         text = text[: limit - 1] + "…"
     return discord.utils.escape_mentions(discord.utils.escape_markdown(text))

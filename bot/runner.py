@@ -48,7 +48,7 @@ async def bot_parts(config: Config, engine: Engine | None = None) -> AsyncIterat
             len(failed),
         )
         worker = Worker(engine, queue, max_batch=generation.max_batch)
-        bot = ImagineBot(Services(config, store, queue))
+        bot = ImagineBot(Services(config, store, queue, has_safety_checker=engine.has_safety_checker))
         worker.start()
         try:
             yield bot, worker

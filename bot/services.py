@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,7 @@ class Services:
     store: Store
     queue: JobQueue
     delivery: Delivery | None = field(default=None)
+    has_safety_checker: Callable[[str], bool] | None = None  # the engine's, when it runs in this process
 
     def model(self, name: str | None) -> ModelSpec:
         """A configured model by name (the default when None), or a refusal listing the choices."""
@@ -31,3 +33,10 @@ class Services:
         if name not in models:
             raise InvalidRequest(f"There is no model called '{name}'. Choose one of: {', '.join(models)}.")
         return models[name]
+
+    def safety_checks(self, model: str) -> bool:
+        """Whether a safety checker flags this model's images (from the engine, else from the config)."""
+        if self.has_safety_checker is not None:
+            return self.has_safety_checker(model)
+        spec = self.config.model_map.get(model)
+        return bool(spec and spec.safety_checker)

@@ -54,6 +54,11 @@ class Engine:
         except KeyError:
             raise ModelUnavailable(f"Unknown model '{name}'. Choose one of: {', '.join(self.models)}.") from None
 
+    def has_safety_checker(self, name: str) -> bool:
+        """Whether images of this model are checked for NSFW content (flags are None when not)."""
+        spec = self.models.get(name)
+        return name in self._checkers or bool(spec and spec.safety_checker)
+
     def load(self, name: str) -> None:
         """Make a model resident now, so the first request does not pay for loading."""
         self.cache.get(self.spec(name), Mode.TXT2IMG)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +64,7 @@ class JobQueue:
         self._fair = FairQueue()
         self._limits = limits
         self._work = asyncio.Event()
+        self._admission = asyncio.Lock()
         self.cancelled_running: set[int] = set()  # the worker stops these at the next step
 
     async def restore(self, max_attempts: int) -> tuple[list[JobRecord], list[JobRecord]]:
@@ -90,6 +92,24 @@ class JobQueue:
         source: tuple[int, int] | None = None,
     ) -> Ticket:
         """Check limits, commit the job, then queue it; raises LimitExceeded naming the limit."""
+        # Checks and commit under one lock: two quick clicks must not both slip under a limit.
+        async with self._admission:
+            await self._check_limits(request, requester)
+            job = await self.store.create_job(
+                request,
+                user_id=requester.user_id,
+                guild_id=requester.guild_id,
+                channel_id=requester.channel_id,
+                origin=origin,
+                weight=requester.weight,
+                source_job_id=source[0] if source else None,
+                source_index=source[1] if source else None,
+            )
+        self._fair.push(queued_job(job, request))
+        self._changed()
+        return Ticket(job=job, position=self.position(job.id) or 1, eta_seconds=self.eta(job.id))
+
+    async def _check_limits(self, request: GenerationRequest, requester: Requester) -> None:
         limits = await self.limits_for(requester.guild_id)
         check_request(request, limits)
         pending = await self.store.count_pending(requester.user_id)
@@ -105,19 +125,14 @@ class JobQueue:
                     f"You have made {used} of your {limits.daily_images_per_user} images today (UTC); "
                     f"this request needs {request.count}."
                 )
-        job = await self.store.create_job(
-            request,
-            user_id=requester.user_id,
-            guild_id=requester.guild_id,
-            channel_id=requester.channel_id,
-            origin=origin,
-            weight=requester.weight,
-            source_job_id=source[0] if source else None,
-            source_index=source[1] if source else None,
-        )
-        self._fair.push(queued_job(job, request))
-        self._changed()
-        return Ticket(job=job, position=self.position(job.id) or 1, eta_seconds=self.eta(job.id))
+        if limits.cooldown_seconds > 0:
+            last = await self.store.last_job_at(requester.user_id, requester.guild_id)
+            wait = 0.0 if last is None else limits.cooldown_seconds - (self.store.now() - last).total_seconds()
+            if wait > 0:
+                raise LimitExceeded(
+                    f"This server's cooldown between jobs is {limits.cooldown_seconds:g} s; "
+                    f"try again in {math.ceil(wait)} s."
+                )
 
     async def cancel(self, job_id: int) -> bool:
         """Cancel a queued or running job; True if it was still active. Permission checks are the caller's."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import unicodedata
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
@@ -27,6 +28,15 @@ class Mode(StrEnum):
     TXT2IMG = "txt2img"
     IMG2IMG = "img2img"
     INPAINT = "inpaint"
+
+
+# Bidi embeddings, overrides and isolates: shown back to others, they reorder the text around them.
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def without_control_chars(text: str) -> str:
+    """Text without control characters (whitespace stays) and bidi controls; emoji joiners stay."""
+    return "".join(c for c in text if c not in _BIDI_CONTROLS and (c.isspace() or unicodedata.category(c) != "Cc"))
 
 
 def random_seed() -> int:
@@ -58,8 +68,8 @@ class GenerationRequest:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", Mode(self.mode))
-        object.__setattr__(self, "prompt", self.prompt.strip())
-        object.__setattr__(self, "negative_prompt", (self.negative_prompt or "").strip())
+        object.__setattr__(self, "prompt", without_control_chars(self.prompt).strip())
+        object.__setattr__(self, "negative_prompt", without_control_chars(self.negative_prompt or "").strip())
         self._validate()
 
     def _validate(self) -> None:

@@ -54,6 +54,10 @@ class Database:
         """The current time as stored in timestamp columns."""
         return to_db_time(self._clock())
 
+    def utcnow(self) -> datetime:
+        """The current time from the clock timestamps use."""
+        return self._clock()
+
     def today(self) -> date:
         """The current UTC day, the unit of usage counters."""
         return self._clock().astimezone(UTC).date()

@@ -6,6 +6,7 @@ import asyncio
 import json
 import sqlite3
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -20,7 +21,15 @@ from storage.files import ImageFiles, WrittenFile
 from storage.guilds import GuildRecords, add_usage
 from storage.history import JobHistory
 from storage.migrations import apply_migrations
-from storage.records import ImageRecord, JobRecord, JobStatus, UnknownJob, image_from_row, job_from_row
+from storage.records import (
+    ImageRecord,
+    JobRecord,
+    JobStatus,
+    UnknownJob,
+    from_db_time,
+    image_from_row,
+    job_from_row,
+)
 
 _ACTIVE = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
 
@@ -333,6 +342,18 @@ class Store(JobHistory, GuildRecords):
         )
         assert row is not None
         return int(row[0])
+
+    async def last_job_at(self, user_id: int, guild_id: int | None) -> datetime | None:
+        """When this user last asked for a job in this guild (None: in direct messages), if ever."""
+        row = await self._db.fetch_one(
+            "SELECT created_at FROM jobs WHERE user_id = ? AND guild_id IS ? ORDER BY id DESC LIMIT 1",
+            (user_id, guild_id),
+        )
+        return None if row is None else from_db_time(row["created_at"])
+
+    def now(self) -> datetime:
+        """The store's clock, which job timestamps come from."""
+        return self._db.utcnow()
 
     # --- images -----------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.answers import answer_error, queue_for_interaction, read_attachment
+from bot.moderation.gate import model_for
 from generation.errors import InvalidRequest
 from generation.options import UserOptions, make_request
 from generation.request import MAX_COUNT, MAX_GUIDANCE, MAX_SEED, MAX_STEPS
@@ -67,7 +68,7 @@ class ImagineCog(commands.Cog):
     ) -> None:
         """Make a picture from a prompt"""
         try:
-            spec = self.bot.services.model(model)
+            spec = await model_for(self.bot.services, interaction.guild_id, model)
             if image is not None or mask is not None:
                 await interaction.response.defer(thinking=True)  # downloading may take longer than 3 s
             options = UserOptions(

@@ -74,8 +74,9 @@ async def test_bad_options_are_refused_only_to_the_user(start_bot) -> None:
         bad = await fake.send_slash_command(
             "imagine", {"prompt": "x"}, attachments={"image": ("a.txt", b"not a picture", "text/plain")}
         )
-        original = await bad.wait_for_original(lambda m: "⚠️" in m["content"])
-        assert "is not a picture we can read" in original["content"]
+        refusal = await bad.wait_for_message(lambda m: "⚠️" in m["content"])
+        assert "is not a picture we can read" in refusal["content"]
+        assert refusal["flags"] & EPHEMERAL and bad.original is None  # the public "thinking…" is gone
         assert await running.store.recent_jobs() == []  # nothing half-written
 
 

@@ -55,8 +55,9 @@ class StoredAttachment:
     ephemeral: bool = False
 
     def path(self) -> str:
-        """Where the fake's CDN serves it."""
-        return f"/attachments/{self.channel_id}/{self.id}/{quote(self.filename)}"
+        """Where the fake's CDN serves it; like Discord's, the URL's file name has no path separators."""
+        name = quote(re.sub(r"[/\\]", "_", self.filename))
+        return f"/attachments/{self.channel_id}/{self.id}/{name}"
 
     def payload(self, base_url: str) -> JSON:
         """The attachment object."""

@@ -37,6 +37,8 @@ class RecordedRequest:
     status: int | None = None
     response: Any = None
     injected: bool = False
+    received_at: float = field(default_factory=time.monotonic)
+    answered_at: float | None = None
 
     @property
     def answered(self) -> bool:
@@ -51,7 +53,7 @@ class RecordedRequest:
 
 @dataclass
 class Injection:
-    """A fault: requests matching method and path regex get `status` (or just `delay`) `times` times."""
+    """A fault: requests matching method, path regex (and `where`) get `status` (or just `delay`) `times` times."""
 
     method: str
     pattern: re.Pattern[str]
@@ -61,6 +63,7 @@ class Injection:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     retry_after: float = 0.05
+    where: Callable[[RecordedRequest], Any] | None = None
     hits: int = 0
 
     @property
@@ -68,9 +71,11 @@ class Injection:
         """Whether it has fired `times` times."""
         return self.times is not None and self.hits >= self.times
 
-    def matches(self, method: str, path: str) -> bool:
+    def matches(self, record: RecordedRequest) -> bool:
         """Whether a request is affected."""
-        return (self.method in ("*", method)) and self.pattern.search(path) is not None and not self.exhausted
+        if self.exhausted or self.method not in ("*", record.method) or self.pattern.search(record.path) is None:
+            return False
+        return self.where is None or bool(self.where(record))
 
     def reply(self) -> Reply:
         """The injected error, shaped like Discord's (429s carry retry_after, Via and X-RateLimit-*)."""
@@ -233,12 +238,12 @@ class RestApi:
         self.requests.append(record)
         self._fake.signal.notify()
         reply = await self._answer(request, record)
-        record.status, record.response = reply.status, reply.body
+        record.status, record.response, record.answered_at = reply.status, reply.body, time.monotonic()
         self._fake.signal.notify()
         return web_response(reply)
 
     async def _answer(self, request: web.Request, record: RecordedRequest) -> Reply:
-        injection = next((i for i in self.injections if i.matches(record.method, record.path)), None)
+        injection = next((i for i in self.injections if i.matches(record)), None)
         if injection is not None:
             injection.hits += 1
             if injection.delay:

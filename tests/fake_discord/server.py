@@ -246,9 +246,15 @@ class FakeDiscord(UserActions):
         headers: dict[str, str] | None = None,
         retry_after: float = 0.05,
         delay: float = 0.0,
+        where: Callable[[RecordedRequest], Any] | None = None,
     ) -> Injection:
-        """Answer requests matching `method` ("*" for any) and regex `path` with `status`, `times` times."""
-        injection = Injection(method.upper(), re.compile(path), status, times, body, headers or {}, delay, retry_after)
+        """Answer requests matching `method` ("*" for any), regex `path` and `where` with `status`, `times` times.
+
+        `status=None` with a `delay` only slows the request down; `times=None` never runs out.
+        """
+        injection = Injection(
+            method.upper(), re.compile(path), status, times, body, headers or {}, delay, retry_after, where
+        )
         self.rest.injections.append(injection)
         return injection
 

@@ -155,3 +155,15 @@ async def test_cancelled_callers_leave_the_store_usable(store: Store) -> None:
     assert await store.get_job(job.id) == job
     jobs = await store.recent_jobs(limit=100)
     assert (await store.usage(1, 2)).jobs == len(jobs)  # usage and jobs committed together or not at all
+
+
+async def test_last_job_at_per_user_and_guild(store: Store, clock: FakeClock) -> None:
+    assert await store.last_job_at(1, 10) is None
+    await store.create_job(txt2img(), user_id=1, guild_id=10, channel_id=5)
+    first = clock.now
+    clock.advance(minutes=1)
+    await store.create_job(txt2img(), user_id=1, guild_id=None, channel_id=None)
+    await store.create_job(txt2img(), user_id=2, guild_id=10, channel_id=5)
+    assert await store.last_job_at(1, 10) == first  # not the DM job, not the other user's
+    assert await store.last_job_at(1, None) == clock.now
+    assert store.now() == clock.now

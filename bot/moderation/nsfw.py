@@ -1,0 +1,70 @@
+"""What happens to images a safety checker flagged: shown, spoilered or blocked, per the server's policy.
+
+The policy is read when the result is delivered (after a restart too); whether the channel was
+age-restricted is recorded in the job's origin when it was queued.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from bot.moderation.settings import DEFAULT_NSFW, DM_SCOPE
+from storage.records import ImageRecord, JobRecord
+from storage.store import Store
+
+
+class Verdict(StrEnum):
+    """How one image may be posted."""
+
+    SHOW = "show"
+    SPOILER = "spoiler"
+    BLOCK = "block"
+
+
+def verdict(policy: str, channel_nsfw: bool, flagged: bool | None) -> Verdict:
+    """The fate of one image; unflagged and unchecked (None) images are always shown."""
+    if not flagged:
+        return Verdict.SHOW
+    if policy == "spoiler":
+        return Verdict.SPOILER
+    if policy == "age-restricted" and channel_nsfw:
+        return Verdict.SHOW
+    return Verdict.BLOCK
+
+
+def previews_allowed(policy: str, channel_nsfw: bool, checked: bool) -> bool:
+    """Live previews come before the checker runs: show them only where a flagged image would be shown."""
+    return not checked or verdict(policy, channel_nsfw, True) is Verdict.SHOW
+
+
+@dataclass(frozen=True)
+class Screening:
+    """A job's images after the policy: which indexes are blocked, whether to spoiler the upload, and why."""
+
+    blocked: frozenset[int]
+    spoiler: bool
+    note: str
+
+
+async def screen(store: Store, job: JobRecord, records: Sequence[ImageRecord]) -> Screening:
+    """Apply the policy of the job's server (or of direct messages) to its stored images."""
+    if not any(r.nsfw for r in records):
+        return Screening(frozenset(), False, "")
+    settings = await store.get_guild_settings(job.guild_id if job.guild_id is not None else DM_SCOPE)
+    policy = settings.get("nsfw", DEFAULT_NSFW)
+    channel_nsfw = bool((job.origin or {}).get("channel_nsfw"))
+    fates = {r.idx: verdict(policy, channel_nsfw, r.nsfw) for r in records}
+    blocked = frozenset(i for i, fate in fates.items() if fate is Verdict.BLOCK)
+    spoiler = Verdict.SPOILER in fates.values()
+    flagged = sum(1 for r in records if r.nsfw)
+    if blocked:
+        which = "The image was" if len(records) == 1 else f"{len(blocked)} of {len(records)} images were"
+        where = " outside age-restricted channels" if policy == "age-restricted" else ""
+        note = f"🚫 {which} flagged as NSFW and blocked by this server's policy (`nsfw`: {policy}{where})."
+    elif spoiler:
+        note = f"⚠️ {flagged} image(s) flagged as NSFW: behind a spoiler (`nsfw`: {policy})."
+    else:
+        note = ""
+    return Screening(blocked, spoiler, note)
