@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -49,19 +50,22 @@ async def read_attachment(attachment: discord.Attachment | None, what: str) -> b
         raise InvalidRequest(
             f"The {what} is {attachment.size / 2**20:.1f} MB; the limit is {DEFAULT_LIMITS.max_bytes / 2**20:.0f} MB."
         )
+    return await download(attachment.read(), what)
+
+
+async def download(fetch: Awaitable[bytes], what: str) -> bytes:
+    """Bytes from Discord's CDN within DOWNLOAD_TIMEOUT, or a refusal saying what went wrong."""
     try:
         async with asyncio.timeout(DOWNLOAD_TIMEOUT):
-            return await attachment.read()
+            return await fetch
     except TimeoutError:
         raise InvalidRequest(
-            f"Downloading the {what} from Discord took over {DOWNLOAD_TIMEOUT:g} s; try attaching it again."
+            f"Downloading the {what} from Discord took over {DOWNLOAD_TIMEOUT:g} s; try again."
         ) from None
     except discord.HTTPException as exc:
-        raise InvalidRequest(
-            f"Could not download the {what} from Discord ({exc.status}); try attaching it again."
-        ) from exc
+        raise InvalidRequest(f"Could not download the {what} from Discord ({exc.status}); try again.") from exc
     except aiohttp.ClientError as exc:
-        raise InvalidRequest(f"Could not download the {what} from Discord; try attaching it again.") from exc
+        raise InvalidRequest(f"Could not download the {what} from Discord; try again.") from exc
 
 
 def is_moderator(interaction: discord.Interaction) -> bool:

@@ -17,7 +17,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import render
-from bot.answers import NO_MENTIONS, answer_error, queue_for_interaction, read_attachment
+from bot.answers import NO_MENTIONS, answer_error, download, queue_for_interaction, read_attachment
 from bot.delivery import DEFAULT_UPLOAD_LIMIT
 from bot.flags import PromptFlags, parse_flags
 from bot.imagine.views import progress_view
@@ -54,10 +54,7 @@ class Picture:
         if self.attachment is not None:
             return await read_attachment(self.attachment, "picture") or b""
         assert self.proxy_url is not None
-        try:
-            return await http.get_from_cdn(self.proxy_url)
-        except discord.HTTPException as exc:
-            raise InvalidRequest(f"Could not download that picture from Discord ({exc.status}).") from exc
+        return await download(http.get_from_cdn(self.proxy_url), "picture")
 
 
 def image_attachment(message: discord.Message) -> discord.Attachment | None:
