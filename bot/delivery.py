@@ -224,36 +224,32 @@ class Delivery:
     async def _send_final(self, job: JobRecord, *, message_gone: bool) -> str:
         origin = job.origin or {}
         limit = int(origin.get("upload_limit") or DEFAULT_UPLOAD_LIMIT)
+        data, spoiler, view = None, False, None
         if job.status is JobStatus.DONE:
             records = await self.store.images_for_job(job.id)
             screening = await screen(self.store, job, records)  # the server's NSFW policy
             paths = [None if r.idx in screening.blocked else self.store.image_path(r) for r in records]
-            data = await asyncio.to_thread(_result_png, paths)
-
-            def files() -> list[discord.File]:
-                if data is None:
-                    return []
-                return [render.fit_upload(data, f"imagine-{job.id}", limit, spoiler=screening.spoiler)]
-
-            seeds = [r.seed for r in records]
+            data, spoiler, view = await asyncio.to_thread(_result_png, paths), screening.spoiler, self.result_view(job)
             note = f"\n{screening.note}" if screening.note else ""
-            text = lambda mention: render.result_text(job, seeds, mention) + note  # noqa: E731
-            view = self.result_view(job)
+            seeds = [r.seed for r in records]
+            text, text_pinging = (render.result_text(job, seeds, mention) + note for mention in (False, True))
         elif job.status is JobStatus.FAILED:
-            files, view = list, None
-            text = lambda mention: render.failed_text(job, job.error or "Generation failed.", mention)  # noqa: E731
+            error = job.error or "Generation failed."
+            text, text_pinging = (render.failed_text(job, error, mention) for mention in (False, True))
         else:
-            files, view = list, None
-            text = lambda mention: render.cancelled_text(job)  # noqa: E731
+            text = text_pinging = render.cancelled_text(job)
+
+        def files() -> list[discord.File]:  # a File can be sent once: a fresh one for each attempt
+            return [] if data is None else [render.fit_upload(data, f"imagine-{job.id}", limit, spoiler=spoiler)]
 
         if not message_gone and self._can_edit(origin):
             try:
-                await self._edit(job, content=text(False), attachments=files(), view=view)
+                await self._edit(job, content=text, attachments=files(), view=view)
                 return f"edit:{origin.get('message_id') or '@original'}"
             except (discord.HTTPException, TokenExpired) as exc:
                 log.info("delivery: editing the message of job %d failed (%s); posting anew", job.id, exc)
         message = await self._channel(origin).send(
-            content=text(True),
+            content=text_pinging,
             files=files(),
             view=view or discord.utils.MISSING,
             allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=[discord.Object(job.user_id)]),
