@@ -160,21 +160,9 @@ class Store(JobHistory, GuildRecords):
 
     async def mark_running(self, job_ids: Iterable[int]) -> list[int]:
         """Start queued jobs (attempts += 1); returns the ids actually started, skipping cancelled ones."""
-        ids = list(job_ids)
-        if not ids:
-            return []
-        async with self._db.write() as db:
-            rows = await fetch_all(
-                db,
-                f"""
-                UPDATE jobs SET status = ?, started_at = ?, attempts = attempts + 1
-                WHERE status = ? AND id IN ({_placeholders(len(ids))})
-                RETURNING id
-                """,
-                (JobStatus.RUNNING.value, self._db.now(), JobStatus.QUEUED.value, *ids),
-            )
-        started = {row["id"] for row in rows}
-        return [job_id for job_id in ids if job_id in started]
+        return await self._move(
+            job_ids, JobStatus.QUEUED, JobStatus.RUNNING, "started_at = ?, attempts = attempts + 1", self._db.now()
+        )
 
     async def finish_job(self, job_id: int, images: Sequence[GeneratedImage]) -> list[ImageRecord]:
         """Write the PNGs, then record them and mark the job done in one transaction.
@@ -297,21 +285,26 @@ class Store(JobHistory, GuildRecords):
 
     async def return_to_queue(self, job_ids: Iterable[int]) -> list[int]:
         """Put running jobs back in the queue without counting the attempt (a graceful shutdown)."""
+        return await self._move(
+            job_ids, JobStatus.RUNNING, JobStatus.QUEUED, "started_at = NULL, attempts = MAX(attempts - 1, 0)"
+        )
+
+    async def _move(
+        self, job_ids: Iterable[int], source: JobStatus, target: JobStatus, assignments: str, *values: Any
+    ) -> list[int]:
+        # The status guard skips jobs that moved on meanwhile (cancelled, say); callers get the ids that moved.
         ids = list(job_ids)
         if not ids:
             return []
         async with self._db.write() as db:
             rows = await fetch_all(
                 db,
-                f"""
-                UPDATE jobs SET status = ?, started_at = NULL, attempts = MAX(attempts - 1, 0)
-                WHERE status = ? AND id IN ({_placeholders(len(ids))})
-                RETURNING id
-                """,
-                (JobStatus.QUEUED.value, JobStatus.RUNNING.value, *ids),
+                f"UPDATE jobs SET status = ?, {assignments} "
+                f"WHERE status = ? AND id IN ({_placeholders(len(ids))}) RETURNING id",
+                (target.value, *values, source.value, *ids),
             )
-        returned = {row["id"] for row in rows}
-        return [job_id for job_id in ids if job_id in returned]
+        moved = {row["id"] for row in rows}
+        return [job_id for job_id in ids if job_id in moved]
 
     async def queued_jobs(self) -> list[JobRecord]:
         """Every queued job, oldest first, to rebuild the in-memory queue."""

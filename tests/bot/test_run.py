@@ -13,39 +13,13 @@ from pathlib import Path
 from PIL import Image
 
 from tests.bot.conftest import has_image
+from tests.reliability.process import write_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def write_config(path: Path, fake, model_dir: Path) -> None:
-    path.write_text(
-        f"""
-[discord]
-api_base = "{fake.api_base}"
-gateway_url = "{fake.gateway_url}"
-guild_ids = [{fake.guild.id}]
-
-[storage]
-path = "data/imagine.sqlite3"
-images_dir = "data/images"
-
-[generation]
-device = "cpu"
-default_model = "tiny"
-
-[[models]]
-name = "tiny"
-source = "{model_dir}"
-steps = 4
-width = 64
-height = 64
-"""
-    )
-
-
 async def test_run_registers_imagine_and_delivers_a_png(fake_discord, tiny_sd_dir: Path, tmp_path: Path) -> None:
-    config = tmp_path / "config.toml"
-    write_config(config, fake_discord, tiny_sd_dir)
+    config = write_config(tmp_path, fake_discord, tiny_sd_dir)
     env = {**os.environ, "DISCORD_TOKEN": fake_discord.token, "HF_HUB_OFFLINE": "1"}
     process = subprocess.Popen(
         [sys.executable, "-m", "bot", "run", "--config", str(config)],
