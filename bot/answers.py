@@ -16,6 +16,7 @@ from bot.moderation.gate import asker_from_interaction, submit_job
 from generation.errors import InvalidRequest
 from generation.images import DEFAULT_LIMITS
 from generation.request import GenerationRequest
+from storage.records import JobRecord
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
@@ -72,6 +73,11 @@ def is_moderator(interaction: discord.Interaction) -> bool:
     """Members who can manage the server (or its messages) may act on anyone's jobs there."""
     permissions = interaction.permissions
     return interaction.guild_id is not None and (permissions.manage_guild or permissions.manage_messages)
+
+
+def may_manage(interaction: discord.Interaction, job: JobRecord) -> bool:
+    """The requester, or a moderator of the server the job was made in, may delete or cancel it."""
+    return interaction.user.id == job.user_id or (is_moderator(interaction) and job.guild_id == interaction.guild_id)
 
 
 def interaction_origin(interaction: discord.Interaction) -> dict:

@@ -12,7 +12,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import render
-from bot.answers import NO_MENTIONS, answer_error, is_moderator
+from bot.answers import NO_MENTIONS, answer_error, is_moderator, may_manage
 from storage.records import JobRecord, JobStatus
 from storage.store import Store
 
@@ -235,9 +235,7 @@ class HistoryCog(commands.Cog):
                 await answer_error(interaction, f"There is no job {job}.")
                 return
             record = found
-        if record.user_id != interaction.user.id and not (
-            is_moderator(interaction) and record.guild_id == interaction.guild_id
-        ):
+        if not may_manage(interaction, record):
             await answer_error(
                 interaction,
                 f"Only the person who asked for job {record.id}, or a moderator of the server it was made in, "

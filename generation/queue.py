@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from generation.events import EventBus, JobCancelled, JobQueued
-from generation.fair_queue import FairQueue, QueuedJob, ThroughputMeter
+from generation.fair_queue import FairQueue, QueuedJob, ThroughputMeter, eta_seconds
 from generation.limits import LimitExceeded, Limits, check_request
 from generation.request import GenerationRequest
 from storage.records import JobRecord
@@ -166,15 +166,7 @@ class JobQueue:
 
     def eta(self, job_id: int) -> float | None:
         """Seconds until the job should be done, from measured throughput; None before any measurement."""
-        rate = self.meter.rate
-        if rate is None or job_id not in self._fair:
-            return None
-        ahead = 0.0
-        for job in self._fair.iter_order():
-            ahead += job.cost
-            if job.job_id == job_id:
-                return ahead / rate
-        return None
+        return eta_seconds(self._fair, job_id, self.meter)
 
     def waiting(self, user_id: int | None = None) -> list[QueuedJob]:
         """Queued jobs in the order they will run, optionally one user's only."""

@@ -10,7 +10,7 @@ import discord
 from PIL import Image
 
 from bot import render
-from bot.answers import NO_MENTIONS, answer_error, is_moderator, queue_for_interaction
+from bot.answers import NO_MENTIONS, answer_error, may_manage, queue_for_interaction
 from generation.errors import InvalidRequest
 from generation.metadata import read_parameters
 from generation.request import GenerationRequest, Mode, random_seed
@@ -91,13 +91,8 @@ async def _info(interaction, bot, job: JobRecord, index: int) -> None:
     await interaction.response.send_message(text[:2000], ephemeral=True, allowed_mentions=NO_MENTIONS)
 
 
-def _may_manage(interaction: discord.Interaction, job: JobRecord) -> bool:
-    """The requester, or a moderator of the server the job was made in."""
-    return interaction.user.id == job.user_id or (is_moderator(interaction) and job.guild_id == interaction.guild_id)
-
-
 async def _delete(interaction, bot, job: JobRecord, index: int) -> None:
-    if not _may_manage(interaction, job):
+    if not may_manage(interaction, job):
         raise InvalidRequest("Only the person who made this image or a moderator can delete it.")
     deleted = await bot.services.store.delete_job_images(job.id)
     await interaction.response.send_message(f"Deleted {deleted} image(s).", ephemeral=True)
@@ -107,7 +102,7 @@ async def _delete(interaction, bot, job: JobRecord, index: int) -> None:
 
 
 async def _cancel(interaction, bot, job: JobRecord, index: int) -> None:
-    if not _may_manage(interaction, job):
+    if not may_manage(interaction, job):
         raise InvalidRequest("Only the person who asked for this job or a moderator can cancel it.")
     if await bot.services.queue.cancel(job.id):
         await interaction.response.send_message(f"Cancelled job {job.id}.", ephemeral=True)
