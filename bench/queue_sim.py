@@ -18,7 +18,7 @@ from collections import defaultdict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from generation.fair_queue import FairQueue, GuildKey, QueuedJob
+from jobs.fair_queue import FairQueue, GuildKey, QueuedJob
 
 BASE_IMAGE_COST = 512 * 512 * 20  # one default SD1.5 image: 512², 20 steps
 GUILD_A, GUILD_B = 1, 2

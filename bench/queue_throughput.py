@@ -28,13 +28,13 @@ import torch
 import transformers
 
 from generation.engine import Engine
-from generation.events import EventBus, JobCancelled, JobDone, JobEvent, JobFailed, JobStarted
-from generation.limits import Limits
-from generation.queue import JobQueue, Requester
-from generation.request import GenerationRequest, Mode
+from generation.request import GenerationRequest
 from generation.specs import ModelSpec
 from generation.tiny import write_tiny_model
-from generation.worker import Worker
+from jobs.events import EventBus, JobCancelled, JobDone, JobEvent, JobFailed, JobStarted
+from jobs.limits import Limits
+from jobs.queue import JobQueue, Requester
+from jobs.worker import Worker
 from storage.store import Store
 
 GUILD_A, GUILD_B = 1, 2
@@ -213,8 +213,7 @@ def build_engine(profile: Profile, directory: Path) -> tuple[Engine, float]:
         build_mid_sd().save_pretrained(directory)
     spec = ModelSpec(name=profile.model, source=str(directory), steps=profile.steps, width=profile.size)
     engine = Engine({profile.model: spec}, device="cpu")  # previews every 5 steps, as the bot runs
-    engine.load(profile.model)
-    unet = engine.cache.get(spec, Mode.TXT2IMG).unet
+    unet = engine.load(profile.model).core_module()
     return engine, sum(p.numel() for p in unet.parameters()) / 1e6
 
 

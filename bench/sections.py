@@ -36,7 +36,7 @@ from bench.measure import (
 )
 from bench.serving import LoadResult, RequestFactory, ServingRig
 from generation.engine import Engine
-from generation.models import PipelineCache
+from generation.families.stable_diffusion import StableDiffusion
 from generation.request import GenerationRequest
 from generation.specs import ModelSpec
 
@@ -93,7 +93,7 @@ def measure_raw(bench: Bench, pipe: Any, batch: int, size: int, steps: int, repe
 
 
 def make_engine(bench: Bench, name: str, kind: str, pipe: Any, size: int, steps: int) -> Engine:
-    """Our Engine, serving the prebuilt pipeline through its own PipelineCache (no loading)."""
+    """Our Engine, serving the prebuilt pipeline adopted as its resident model (no loading)."""
     spec = ModelSpec(
         name=name,
         source="random weights",
@@ -104,7 +104,7 @@ def make_engine(bench: Bench, name: str, kind: str, pipe: Any, size: int, steps:
         height=size,
     )
     engine = Engine({name: spec}, device=str(bench.device), dtype=bench.dtype_name, preview_every=PREVIEW_EVERY)
-    engine.cache = PipelineCache(engine.device, engine.dtype, loader=lambda spec, device, dtype: pipe)
+    engine.adopt(StableDiffusion(spec, engine.device, engine.dtype, pipe=pipe))
     return engine
 
 

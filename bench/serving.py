@@ -18,11 +18,11 @@ from types import TracebackType
 from PIL import Image
 
 from generation.engine import Engine
-from generation.events import EventBus, JobCancelled, JobDone, JobFailed, JobStarted
-from generation.limits import Limits
-from generation.queue import JobQueue, Requester
 from generation.request import GenerationRequest
-from generation.worker import Worker
+from jobs.events import EventBus, JobCancelled, JobDone, JobFailed, JobStarted
+from jobs.limits import Limits
+from jobs.queue import JobQueue, Requester
+from jobs.worker import Worker
 from storage.store import Store
 
 RequestFactory = Callable[[int, int], GenerationRequest]  # (user, seed) -> request

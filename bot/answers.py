@@ -12,6 +12,7 @@ import aiohttp
 import discord
 
 from bot import render
+from bot.imagine.views import progress_view
 from bot.moderation.gate import asker_from_interaction, submit_job
 from generation.errors import InvalidRequest
 from generation.images import DEFAULT_LIMITS
@@ -96,8 +97,6 @@ async def queue_for_interaction(
     interaction: discord.Interaction, request: GenerationRequest, *, source: tuple[int, int] | None = None
 ) -> None:
     """Queue a job for whoever triggered the interaction and answer with its place in line."""
-    from bot.imagine.views import progress_view
-
     bot: ImagineBot = interaction.client  # type: ignore[assignment]
     services = bot.services
     # Through the server's policy (channels, roles, blocks, banned words, DMs), then the queue's limits.

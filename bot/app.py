@@ -10,12 +10,13 @@ from discord.ext import commands
 
 from bot.answers import NO_MENTIONS, answer_error
 from bot.delivery import Delivery
+from bot.imagine.actions import run_action
 from bot.imagine.views import JobButton, progress_view, result_view
 from bot.services import Services
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("bot.imagine", "bot.history", "bot.remix", "bot.moderation.admin")
+EXTENSIONS = ("bot.imagine.cog", "bot.history", "bot.remix", "bot.moderation.admin")
 
 
 def intents() -> discord.Intents:
@@ -67,6 +68,10 @@ class ImagineBot(commands.Bot):
         """Stop delivering before the connection goes."""
         await self.delivery.stop()
         await super().close()
+
+    async def run_button(self, interaction: discord.Interaction, action: str, job_id: int, index: int | None) -> None:
+        """What a result or progress button does when clicked."""
+        await run_action(interaction, action, job_id, index)
 
     async def on_app_command_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
         """Answer failed checks (e.g. missing Manage Server) with their reason; log the unexpected."""

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from generation.limits import Limits
 from generation.specs import ModelSpec
+from jobs.limits import Limits
 
 
 class ConfigError(Exception):

@@ -21,8 +21,8 @@ from PIL import Image
 
 from bot import render
 from bot.moderation.nsfw import screen
-from generation.events import EventBus, JobCancelled, JobDone, JobEvent, JobFailed, JobProgress, JobQueued, JobStarted
 from generation.metadata import png_bytes, read_parameters
+from jobs.events import EventBus, JobCancelled, JobDone, JobEvent, JobFailed, JobProgress, JobQueued, JobStarted
 from storage.records import JobRecord, JobStatus
 from storage.store import Store
 

@@ -51,10 +51,10 @@ async def _generate(args: argparse.Namespace, config: Config, spec: ModelSpec, r
     from tqdm import tqdm
 
     from generation.engine import Engine
-    from generation.events import EventBus, JobDone, JobFailed, JobProgress, JobQueued
-    from generation.limits import Limits
-    from generation.queue import JobQueue, Requester
-    from generation.worker import Worker
+    from jobs.events import EventBus, JobDone, JobFailed, JobProgress, JobQueued
+    from jobs.limits import Limits
+    from jobs.queue import JobQueue, Requester
+    from jobs.worker import Worker
     from storage.store import Store
 
     engine = Engine({spec.name: spec}, device=config.generation.device, dtype=config.generation.dtype, preview_every=0)

@@ -15,9 +15,9 @@ from bot.app import ImagineBot
 from bot.config import Config, DiscordConfig
 from bot.services import Services
 from generation.engine import Engine
-from generation.events import EventBus
-from generation.queue import JobQueue
-from generation.worker import Worker
+from jobs.events import EventBus
+from jobs.queue import JobQueue
+from jobs.worker import Worker
 from storage.store import Store
 
 log = logging.getLogger(__name__)

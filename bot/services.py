@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 from bot.config import Config
 from generation.errors import InvalidRequest
-from generation.queue import JobQueue
 from generation.specs import ModelSpec
+from jobs.queue import JobQueue
 from storage.store import Store
 
 if TYPE_CHECKING:

@@ -1,5 +1,1 @@
-"""/imagine, its result buttons, and the Edit modal."""
-
-from bot.imagine.cog import setup
-
-__all__ = ["setup"]
+"""/imagine, its result buttons, and the Edit modal (the extension is bot.imagine.cog)."""

@@ -48,10 +48,8 @@ class JobButton(
         return cls(action, int(match["job"]), index)
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        """Run the action for whoever clicked."""
-        from bot.imagine.actions import run_action
-
-        await run_action(interaction, self.action, self.job_id, self.index)
+        """Run the action for whoever clicked (the client owns the actions, so this module needs none)."""
+        await interaction.client.run_button(interaction, self.action, self.job_id, self.index)  # type: ignore[attr-defined]
 
 
 def progress_view(job: JobRecord) -> discord.ui.View:

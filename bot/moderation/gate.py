@@ -15,9 +15,9 @@ import discord
 
 from bot.moderation.nsfw import previews_allowed
 from bot.moderation.policy import GuildPolicy, load_policy
-from generation.queue import Requester, Ticket
 from generation.request import GenerationRequest
 from generation.specs import ModelSpec
+from jobs.queue import Requester, Ticket
 
 if TYPE_CHECKING:
     from bot.services import Services

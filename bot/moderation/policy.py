@@ -15,8 +15,8 @@ from bot import render
 from bot.config import Config
 from bot.moderation.settings import DM_SCOPE, defaults
 from bot.moderation.words import BannedWords
-from generation.limits import LimitExceeded, Limits
 from generation.request import MAX_PROMPT_CHARS, GenerationRequest
+from jobs.limits import LimitExceeded, Limits
 from storage.store import Store
 
 

@@ -1,7 +1,7 @@
 """Every setting a server can change: what it means, its default, and how typed values are read and shown.
 
 Values are stored as JSON in storage (guild_settings, audited). Numeric limits use the field names of
-generation.limits.Limits, so `Limits.with_overrides(stored)` applies them as they are. A server may
+jobs.limits.Limits, so `Limits.with_overrides(stored)` applies them as they are. A server may
 only tighten the operator's `[limits]`: no more steps, images or pixels than the config allows, no
 shorter cooldown, no larger daily quota.
 """

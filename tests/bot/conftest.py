@@ -16,10 +16,9 @@ from bot.app import ImagineBot
 from bot.config import Config, DiscordConfig, GenerationConfig, StorageConfig
 from bot.runner import bot_parts
 from generation.engine import Engine
-from generation.limits import Limits
-from generation.request import Mode
 from generation.specs import ModelSpec
-from generation.worker import Worker
+from jobs.limits import Limits
+from jobs.worker import Worker
 from tests.fake_discord import FakeDiscord, running_client
 
 
@@ -72,7 +71,7 @@ def start_bot(fake_discord: FakeDiscord, tiny_sd_dir: Path, tmp_path: Path, bot_
 @contextmanager
 def slow_steps(engine: Engine, seconds: float) -> Iterator[None]:
     """Make every UNet call of the tiny model take at least `seconds`, like a big model on a GPU."""
-    unet = engine.cache.get(engine.spec("tiny"), Mode.TXT2IMG).unet
+    unet = engine.load("tiny").core_module()
     hook = unet.register_forward_pre_hook(lambda module, args: time.sleep(seconds))
     try:
         yield

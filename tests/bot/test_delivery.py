@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from storage.records import JobStatus
@@ -46,7 +47,12 @@ async def test_after_the_token_expires_the_result_is_posted_mentioning_the_reque
         mentions = sent[-1].json["allowed_mentions"]
         assert mentions["parse"] == [] and [str(u) for u in mentions["users"]] == [str(fake.member.id)]
         job_id = int(button(message, "imagine:info").split(":")[2])
-        job = await running.store.get_job(job_id)
+        # Recorded right after the post returns: wait for it rather than race it.
+        for _ in range(500):
+            job = await running.store.get_job(job_id)
+            if job.delivered_where is not None:
+                break
+            await asyncio.sleep(0.02)
         assert job.delivered_where == f"channel:{message['id']}"
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import re
 
-from generation.queue import Requester
+from jobs.queue import Requester
 from storage.records import JobStatus
 from tests.bot.conftest import Running
 from tests.fake_discord import FakeUser
-from tests.generation.helpers import txt2img
+from tests.support.requests import txt2img
 
 EPHEMERAL = 64
 UPDATE_MESSAGE = 7

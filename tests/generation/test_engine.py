@@ -12,7 +12,7 @@ from generation.errors import Cancelled, GenerationError, ModelUnavailable, OutO
 from generation.request import Mode
 from generation.results import StepProgress
 from generation.specs import ModelSpec
-from tests.generation.helpers import gradient, img2img, inpaint, pixels, square_mask, txt2img
+from tests.support.requests import gradient, img2img, inpaint, pixels, square_mask, txt2img
 
 
 def _generator(seed: int) -> torch.Generator:
@@ -184,16 +184,16 @@ def test_safety_flags_are_reported_per_image_not_acted_on(tiny_sd_dir) -> None:
 
 def test_switching_models_keeps_one_resident(engine: Engine) -> None:
     engine.generate([txt2img(model="tiny")])
-    assert engine.cache.resident == "tiny"
+    assert engine.resident == "tiny"
     engine.generate([txt2img(model="tiny-xl")])
-    assert engine.cache.resident == "tiny-xl"
+    assert engine.resident == "tiny-xl"
     assert engine.generate([img2img(model="tiny-xl")])  # derived with from_pipe from the resident one
 
 
 def test_derived_pipelines_share_weights_and_keep_dtype(tiny_sd_dir) -> None:
     engine = Engine({"tiny": ModelSpec(name="tiny", source=str(tiny_sd_dir))}, device="cpu", dtype="bfloat16")
-    base = engine.cache.get(engine.spec("tiny"), Mode.TXT2IMG)
-    derived = engine.cache.get(engine.spec("tiny"), Mode.INPAINT)
+    base = engine.load("tiny").pipeline(Mode.TXT2IMG)
+    derived = engine.load("tiny").pipeline(Mode.INPAINT)
     assert derived.unet is base.unet and derived.unet.dtype == torch.bfloat16
 
 

@@ -8,7 +8,7 @@ from PIL import Image
 from sd_parsers import ParserManager
 
 from generation.metadata import png_bytes, read_parameters
-from tests.generation.helpers import img2img, txt2img
+from tests.support.requests import img2img, txt2img
 
 
 def parse(data: bytes):

@@ -9,7 +9,7 @@ from generation.errors import InvalidRequest
 from generation.options import UserOptions, make_request, parse_size
 from generation.request import Mode
 from generation.specs import ModelSpec
-from tests.generation.helpers import gradient, txt2img
+from tests.support.requests import gradient, txt2img
 
 SPEC = ModelSpec(name="tiny", source="unused", steps=4, guidance=7.0, width=64, height=64)
 

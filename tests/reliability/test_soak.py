@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.soak import run_soak
 from tests.reliability.table import check
+from tests.support.soak import run_soak
 
 JOBS, USERS, BASELINE = 200, 20, 100  # bench/soak.py: 500 jobs from 25 users, also measured from job 100
 

@@ -7,10 +7,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from generation.queue import Requester
+from jobs.queue import Requester
 from tests.bot.conftest import button
 from tests.bot.moderation.entry_points import ENTRY_POINTS, EntryPoints, Outcome, make_result
-from tests.generation.helpers import txt2img
+from tests.support.requests import txt2img
 
 QUEUED = "queued"
 

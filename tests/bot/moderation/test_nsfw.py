@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from PIL import Image
 
-from generation.events import JobProgress
+from jobs.events import JobProgress
 from tests.bot.conftest import button, decode, has_image
 from tests.bot.moderation.test_admin import admin, text_of
 

@@ -8,8 +8,8 @@ from bot.config import Config
 from bot.moderation.nsfw import Verdict, previews_allowed, verdict
 from bot.moderation.policy import NotAllowed, build_policy
 from bot.moderation.settings import InvalidSetting, banned_entries, parse_value, with_added, with_removed
-from generation.limits import Limits
-from tests.generation.helpers import txt2img
+from jobs.limits import Limits
+from tests.support.requests import txt2img
 
 CONFIG = Config(limits=Limits(max_steps=50, max_pixels=1024 * 1024, cooldown_seconds=5))
 

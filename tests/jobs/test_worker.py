@@ -13,13 +13,13 @@ import pytest
 import torch
 
 from generation.engine import Engine
-from generation.events import EventBus, JobCancelled, JobDone, JobEvent, JobFailed, JobProgress, JobQueued, JobStarted
-from generation.limits import LimitExceeded, Limits
-from generation.queue import JobQueue, Requester
-from generation.worker import Worker
+from jobs.events import EventBus, JobCancelled, JobDone, JobEvent, JobFailed, JobProgress, JobQueued, JobStarted
+from jobs.limits import LimitExceeded, Limits
+from jobs.queue import JobQueue, Requester
+from jobs.worker import Worker
 from storage.records import JobStatus
 from storage.store import Store
-from tests.generation.helpers import txt2img
+from tests.support.requests import txt2img
 
 
 @dataclass

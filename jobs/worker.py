@@ -15,11 +15,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 from generation.engine import Engine
 from generation.errors import Cancelled, OutOfMemory, UserFacingError
-from generation.events import JobDone, JobFailed, JobProgress, JobStarted
-from generation.fair_queue import QueuedJob
-from generation.queue import JobQueue
 from generation.request import GenerationRequest
 from generation.results import GeneratedImage, StepProgress
+from jobs.events import JobDone, JobFailed, JobProgress, JobStarted
+from jobs.fair_queue import QueuedJob
+from jobs.queue import JobQueue
 
 log = logging.getLogger(__name__)
 

@@ -7,12 +7,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from generation.events import EventBus
-from generation.limits import LimitExceeded, Limits
-from generation.queue import JobQueue, Requester
+from jobs.events import EventBus
+from jobs.limits import LimitExceeded, Limits
+from jobs.queue import JobQueue, Requester
 from storage.store import Store
-from tests.generation.helpers import txt2img
 from tests.storage.factories import FakeClock
+from tests.support.requests import txt2img
 
 
 @pytest.fixture

@@ -12,10 +12,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from generation.events import EventBus, JobCancelled, JobQueued
-from generation.fair_queue import FairQueue, QueuedJob, ThroughputMeter, eta_seconds
-from generation.limits import LimitExceeded, Limits, check_request
 from generation.request import GenerationRequest
+from jobs.events import EventBus, JobCancelled, JobQueued
+from jobs.fair_queue import FairQueue, QueuedJob, ThroughputMeter, eta_seconds
+from jobs.limits import LimitExceeded, Limits, check_request
 from storage.records import JobRecord
 from storage.store import Store
 

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def spawn(db: Path, images: Path, model: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.generation.restart_worker", str(db), str(images), str(model), *extra],
+        [sys.executable, "-m", "tests.jobs.restart_worker", str(db), str(images), str(model), *extra],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from generation.fair_queue import FairQueue, GuildKey, QueuedJob, ThroughputMeter, eta_seconds
+from jobs.fair_queue import FairQueue, GuildKey, QueuedJob, ThroughputMeter, eta_seconds
 
 FAST = settings(max_examples=80, deadline=None)
 EPS = 1e-9

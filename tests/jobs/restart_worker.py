@@ -1,6 +1,6 @@
 """A process that runs store, queue and worker on a database, for the crash-recovery test.
 
-python -m tests.generation.restart_worker DB IMAGES MODEL [--submit N]
+python -m tests.jobs.restart_worker DB IMAGES MODEL [--submit N]
 Re-queues interrupted work, delivers results that were never delivered, optionally submits N jobs
 from five users, then runs until nothing is queued or running. Prints `DELIVERED <id>` per delivery.
 """
@@ -15,12 +15,12 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from generation.engine import Engine
-from generation.events import EventBus, JobDone, JobFailed
-from generation.limits import Limits
-from generation.queue import JobQueue, Requester
 from generation.request import GenerationRequest
 from generation.specs import ModelSpec
-from generation.worker import Worker
+from jobs.events import EventBus, JobDone, JobFailed
+from jobs.limits import Limits
+from jobs.queue import JobQueue, Requester
+from jobs.worker import Worker
 from storage.store import Store
 
 

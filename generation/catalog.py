@@ -1,0 +1,63 @@
+"""The configured models and the family behind each: one lookup for the bot, the queue and the engine."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from generation.errors import InvalidRequest
+from generation.families.base import Family
+from generation.families.stable_diffusion import StableDiffusion
+from generation.request import GenerationRequest
+from generation.specs import ModelSpec
+
+FAMILIES: dict[str, type[Family]] = {kind: family for family in (StableDiffusion,) for kind in family.kinds}
+
+
+def family_for(kind: str) -> type[Family]:
+    """The family that serves a kind of model."""
+    try:
+        return FAMILIES[kind]
+    except KeyError:
+        raise InvalidRequest(f"Unknown kind of model '{kind}'. Known kinds: {', '.join(FAMILIES)}.") from None
+
+
+class Catalog:
+    """Models users can pick, by name; models that failed their start-up check are kept out."""
+
+    def __init__(self, models: Iterable[ModelSpec] | Mapping[str, ModelSpec], default: str | None = None) -> None:
+        specs = models.values() if isinstance(models, Mapping) else models
+        self.models: dict[str, ModelSpec] = {spec.name: spec for spec in specs}
+        self.default = default or next(iter(self.models), None)
+        self.broken: dict[str, str] = {}  # name → why it cannot be loaded
+
+    def mark_broken(self, name: str, reason: str) -> None:
+        """Hide a model that cannot be loaded; its requests are refused with the reason."""
+        self.broken[name] = reason
+
+    @property
+    def names(self) -> list[str]:
+        """Models that can be picked now (for autocomplete)."""
+        return [name for name in self.models if name not in self.broken]
+
+    def spec(self, name: str | None) -> ModelSpec:
+        """A model by name (the default when None), or a refusal listing the choices."""
+        name = name or self.default
+        if name in self.broken:
+            raise InvalidRequest(f"The model '{name}' is not available right now: {self.broken[name]}")
+        if name not in self.models:
+            raise InvalidRequest(f"There is no model called '{name}'. Choose one of: {', '.join(self.names)}.")
+        return self.models[name]
+
+    def family(self, name: str) -> type[Family]:
+        """The family of a configured model."""
+        return family_for(self.spec(name).kind)
+
+    def check(self, request: GenerationRequest) -> None:
+        """Refuse what the request's model cannot do, naming the model and what it can do."""
+        spec = self.spec(request.model)
+        family_for(spec.kind).check(spec, request)
+
+    def cost(self, request: GenerationRequest) -> int:
+        """GPU work of a request for its model's family (the fair queue's unit)."""
+        spec = self.models.get(request.model)
+        return family_for(spec.kind).cost(spec, request) if spec else request.cost

@@ -1,0 +1,1 @@
+"""Rigs shared by tests and the benchmarks that drive the real process."""
