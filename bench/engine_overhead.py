@@ -25,15 +25,15 @@ from transformers import CLIPTextModel
 from generation.engine import Engine
 from generation.request import GenerationRequest
 from generation.specs import ModelSpec
-from generation.tiny import _text_config, _vae, tiny_tokenizer
+from generation.tiny import text_config, tiny_tokenizer, tiny_vae
 
 
 def build_mid_sd() -> StableDiffusionPipeline:
     """An SD-shaped pipeline between tiny and full size (about 1/10 of SD 1.5's UNet)."""
     torch.manual_seed(0)
     tokenizer = tiny_tokenizer()
-    text_config = _text_config(tokenizer)
-    text_config.hidden_size, text_config.num_hidden_layers, text_config.intermediate_size = 256, 4, 1024
+    config = text_config(tokenizer)
+    config.hidden_size, config.num_hidden_layers, config.intermediate_size = 256, 4, 1024
     unet = UNet2DConditionModel(
         block_out_channels=(128, 256, 384),
         layers_per_block=2,
@@ -50,8 +50,8 @@ def build_mid_sd() -> StableDiffusionPipeline:
     return StableDiffusionPipeline(
         unet=unet,
         scheduler=scheduler,
-        vae=_vae(),
-        text_encoder=CLIPTextModel(text_config),
+        vae=tiny_vae(),
+        text_encoder=CLIPTextModel(config),
         tokenizer=tokenizer,
         safety_checker=None,
         feature_extractor=None,

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from bot.config import Config, ConfigError, load_config
+from generation.specs import MODEL_KINDS
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
 
     tiny = commands.add_parser("tiny-model", help="write a tiny random-weight pipeline for tests")
     tiny.add_argument("dir", type=Path)
-    tiny.add_argument("--kind", choices=("sd", "sdxl"), default="sd")
+    tiny.add_argument("--kind", choices=MODEL_KINDS, default="sd")
 
     history = commands.add_parser("history", help="list recent jobs from the store")
     history.add_argument("--user", type=int)

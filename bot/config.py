@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from generation.specs import ModelSpec
+from generation.specs import KIND_DEFAULTS, MODEL_KINDS, ModelSpec
 from jobs.limits import Limits
 
 
@@ -116,10 +116,12 @@ def _model(data: dict[str, Any], base: Path, index: int) -> ModelSpec:
         value = data.get(key)
         if isinstance(value, str) and value.startswith((".", "~")):
             data[key] = str((base / value).expanduser().resolve()) if value.startswith(".") else value
-    if data.get("kind", "sd") not in ("sd", "sdxl"):
-        raise ConfigError(f"[{where}] kind must be 'sd' or 'sdxl', not {data['kind']!r}")
-    if "guidance" in data:
-        data["guidance"] = float(data["guidance"])
+    if data.get("kind", "sd") not in MODEL_KINDS:
+        raise ConfigError(f"[{where}] kind must be one of {', '.join(MODEL_KINDS)}, not {data['kind']!r}")
+    defaults = KIND_DEFAULTS[data.get("kind", "sd")]
+    for key in ("steps", "guidance", "width", "height"):
+        data.setdefault(key, getattr(defaults, key))
+    data["guidance"] = float(data["guidance"])
     return ModelSpec(**data)
 
 

@@ -5,8 +5,29 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-ModelKind = Literal["sd", "sdxl"]
+ModelKind = Literal["sd", "sdxl", "if", "flux", "sd3"]
+MODEL_KINDS: tuple[str, ...] = ("sd", "sdxl", "if", "flux", "sd3")
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """What a kind of model does well without being told: used where the config says nothing."""
+
+    steps: int = 25
+    guidance: float = 7.0
+    width: int = 512
+    height: int = 512
+
+
+# Here rather than in the families so reading the config imports no torch; each family names its own entry.
+KIND_DEFAULTS: dict[str, Defaults] = {
+    "sd": Defaults(),
+    "sdxl": Defaults(steps=30, guidance=6.0, width=1024, height=1024),
+    "if": Defaults(steps=50, guidance=7.0, width=64, height=64),  # stage I size; stage II makes it 4x
+    "flux": Defaults(steps=4, guidance=0.0, width=1024, height=1024),  # FLUX.1-schnell
+    "sd3": Defaults(steps=28, guidance=7.0, width=1024, height=1024),
+}
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -17,16 +16,6 @@ from generation.specs import ModelSpec
 
 ProgressCallback = Callable[[StepProgress], None]
 CancelCheck = Callable[[], bool]
-
-
-@dataclass(frozen=True)
-class Defaults:
-    """What a model of this family does well without being told: used where the config says nothing."""
-
-    steps: int = 25
-    guidance: float = 7.0
-    width: int = 512
-    height: int = 512
 
 
 class StepReporter:
@@ -60,7 +49,8 @@ class Family(ABC):
     """A kind of model: what it can do, how it is loaded, and one call that runs a batch.
 
     The class describes the family (no weights needed: the bot uses it to refuse and to cost requests);
-    an instance is one loaded, resident model. Not thread-safe: run it from the single GPU thread.
+    an instance is one loaded, resident model. Defaults per kind are in generation.specs.KIND_DEFAULTS, so
+    reading the config needs no torch. Not thread-safe: run it from the single GPU thread.
     """
 
     kinds: ClassVar[tuple[str, ...]]
@@ -68,7 +58,6 @@ class Family(ABC):
     # Whether a negative prompt means something to the model; when not, one given is refused, never dropped.
     negative_prompt: ClassVar[bool] = True
     samplers: ClassVar[bool] = True  # whether A1111 sampler names apply
-    defaults: ClassVar[Defaults] = Defaults()
 
     def __init__(self, spec: ModelSpec, device: torch.device, dtype: torch.dtype) -> None:
         self.spec = spec

@@ -1,13 +1,9 @@
-"""Tiny random-weight diffusers pipelines, built offline, for tests and demos.
+"""Tiny random-weight Stable Diffusion and SDXL pipelines, and the CLIP parts other families reuse.
 
-They run the same diffusers code paths as real checkpoints; only the sizes are small. The VAE keeps
-the real 8x downsampling so size rules behave as with Stable Diffusion.
+The VAE keeps the real 8x downsampling so size rules behave as with Stable Diffusion.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
-from typing import Literal
 
 import torch
 from diffusers import (
@@ -21,7 +17,6 @@ from diffusers import (
 )
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-ModelKind = Literal["sd", "sdxl"]
 TEXT_HIDDEN = 32
 
 
@@ -45,7 +40,7 @@ def tiny_tokenizer() -> CLIPTokenizer:
     return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
 
 
-def _text_config(tokenizer: CLIPTokenizer, projection_dim: int | None = None) -> CLIPTextConfig:
+def text_config(tokenizer: CLIPTokenizer, projection_dim: int | None = None) -> CLIPTextConfig:
     return CLIPTextConfig(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -60,7 +55,7 @@ def _text_config(tokenizer: CLIPTokenizer, projection_dim: int | None = None) ->
     )
 
 
-def _vae() -> AutoencoderKL:
+def tiny_vae() -> AutoencoderKL:
     return AutoencoderKL(
         block_out_channels=(8, 8, 16, 16),
         in_channels=3,
@@ -106,9 +101,9 @@ def build_tiny_sd() -> StableDiffusionPipeline:
     scheduler = PNDMScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True, steps_offset=1
     )
-    vae = _vae()
+    vae = tiny_vae()
     tokenizer = tiny_tokenizer()
-    text_encoder = CLIPTextModel(_text_config(tokenizer))
+    text_encoder = CLIPTextModel(text_config(tokenizer))
     return StableDiffusionPipeline(
         unet=unet,
         scheduler=scheduler,
@@ -144,17 +139,9 @@ def build_tiny_sdxl() -> StableDiffusionXLPipeline:
     return StableDiffusionXLPipeline(
         unet=unet,
         scheduler=scheduler,
-        vae=_vae(),
-        text_encoder=CLIPTextModel(_text_config(tokenizer)),
-        text_encoder_2=CLIPTextModelWithProjection(_text_config(tokenizer)),
+        vae=tiny_vae(),
+        text_encoder=CLIPTextModel(text_config(tokenizer)),
+        text_encoder_2=CLIPTextModelWithProjection(text_config(tokenizer)),
         tokenizer=tokenizer,
         tokenizer_2=tiny_tokenizer(),
     )
-
-
-def write_tiny_model(directory: Path, kind: ModelKind = "sd") -> Path:
-    """Write a tiny pipeline that `from_pretrained(directory)` loads offline."""
-    pipe = build_tiny_sd() if kind == "sd" else build_tiny_sdxl()
-    directory.mkdir(parents=True, exist_ok=True)
-    pipe.save_pretrained(directory)
-    return directory

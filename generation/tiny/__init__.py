@@ -1,0 +1,50 @@
+"""Tiny random-weight pipelines of every kind, built offline, for tests and demos.
+
+They run the same diffusers code paths as real checkpoints; only the sizes are small. Tokenizers are built
+in memory, so nothing is downloaded. Each family's builder lives in its own module here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from generation.tiny.stable_diffusion import (
+    TEXT_HIDDEN,
+    build_tiny_sd,
+    build_tiny_sdxl,
+    text_config,
+    tiny_preview_vae,
+    tiny_tokenizer,
+    tiny_vae,
+)
+
+# kind → a function writing a model that the family of that kind loads from the directory, offline.
+BUILDERS: dict[str, Callable[[Path], Any]] = {
+    "sd": lambda directory: build_tiny_sd().save_pretrained(directory),
+    "sdxl": lambda directory: build_tiny_sdxl().save_pretrained(directory),
+}
+
+
+def write_tiny_model(directory: Path, kind: str = "sd") -> Path:
+    """Write a tiny model of `kind` into `directory`, loadable offline."""
+    if kind not in BUILDERS:
+        raise ValueError(f"no tiny model for kind {kind!r}; choose one of {', '.join(BUILDERS)}")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    BUILDERS[kind](directory)
+    return directory
+
+
+__all__ = [
+    "BUILDERS",
+    "TEXT_HIDDEN",
+    "build_tiny_sd",
+    "build_tiny_sdxl",
+    "text_config",
+    "tiny_preview_vae",
+    "tiny_tokenizer",
+    "tiny_vae",
+    "write_tiny_model",
+]
