@@ -112,7 +112,7 @@ def _model(data: dict[str, Any], base: Path, index: int) -> ModelSpec:
         if not isinstance(data.get(key), str) or not data[key]:
             raise ConfigError(f"[[models]] #{index + 1} needs a `{key}`")
     data = dict(data)
-    for key in ("source", "config", "preview_vae", "safety_checker"):
+    for key in ("source", "config", "preview_vae", "safety_checker", "stage_2", "stage_3"):
         value = data.get(key)
         if isinstance(value, str) and value.startswith((".", "~")):
             data[key] = str((base / value).expanduser().resolve()) if value.startswith(".") else value

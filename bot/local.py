@@ -11,7 +11,7 @@ from pathlib import Path
 from bot.config import Config
 from generation.errors import ModelUnavailable, UserFacingError
 from generation.request import GenerationRequest
-from generation.specs import SINGLE_FILE_SUFFIXES, ModelSpec
+from generation.specs import KIND_DEFAULTS, SINGLE_FILE_SUFFIXES, ModelSpec
 from storage.files import write_atomic
 
 LOCAL_USER = 0  # jobs from the command line belong to user 0
@@ -24,7 +24,17 @@ def model_for_cli(config: Config, name: str | None) -> ModelSpec:
         return config.model_map[name]
     path = Path(name).expanduser()
     if path.is_dir() or (path.is_file() and path.suffix in SINGLE_FILE_SUFFIXES):
-        return ModelSpec(name=path.name, source=str(path.resolve()), kind=_detect_kind(path))
+        kind = _detect_kind(path)
+        defaults = KIND_DEFAULTS[kind]
+        return ModelSpec(
+            name=path.name,
+            source=str(path.resolve()),
+            kind=kind,
+            steps=defaults.steps,
+            guidance=defaults.guidance,
+            width=defaults.width,
+            height=defaults.height,
+        )
     raise ModelUnavailable(
         f"Model '{name}' is neither a configured model ({', '.join(config.model_map)}) nor a local "
         "diffusers directory. Pass --model DIR with a directory written by `save_pretrained` "
@@ -34,9 +44,11 @@ def model_for_cli(config: Config, name: str | None) -> ModelSpec:
 
 def _detect_kind(path: Path) -> str:
     index = path / "model_index.json"
-    if index.is_file() and "XL" in json.loads(index.read_text()).get("_class_name", ""):
-        return "sdxl"
-    return "sd"
+    name = json.loads(index.read_text()).get("_class_name", "") if index.is_file() else ""
+    for prefix, kind in (("IF", "if"), ("Flux", "flux"), ("StableDiffusion3", "sd3")):
+        if name.startswith(prefix):
+            return kind
+    return "sdxl" if "XL" in name else "sd"
 
 
 def _free_path(directory: Path, stem: str) -> Path:

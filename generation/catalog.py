@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from generation.errors import InvalidRequest
 from generation.families.base import Family
@@ -56,6 +57,11 @@ class Catalog:
         """Refuse what the request's model cannot do, naming the model and what it can do."""
         spec = self.spec(request.model)
         family_for(spec.kind).check(spec, request)
+
+    def batch_key(self, request: GenerationRequest) -> tuple[Any, ...]:
+        """Which requests may share one call, for the request's model's family."""
+        spec = self.models.get(request.model)
+        return family_for(spec.kind).batch_key(request) if spec else request.batch_key
 
     def cost(self, request: GenerationRequest) -> int:
         """GPU work of a request for its model's family (the fair queue's unit)."""

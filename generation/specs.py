@@ -47,6 +47,12 @@ class ModelSpec:
     preview_vae: str | None = None  # TAESD-style AutoencoderTiny for sharp previews
     safety_checker: str | None = None  # directory or hub id of a StableDiffusionSafetyChecker
     description: str = ""
+    # DeepFloyd IF: the super-resolution stages (hub id or directory; None: `stage_2`/`stage_3` inside a
+    # local `source`, as `imagine-bot tiny-model --kind if` writes them) and how many stages run.
+    stage_2: str | None = None
+    stage_3: str | None = None
+    stages: int = 2
+    max_tokens: int | None = None  # T5 prompt length (FLUX, SD3); None: the family's default
 
     @property
     def pixels(self) -> int:

@@ -24,6 +24,12 @@ flows still tied at v, one job each: behind a lone heavy user, one job at most.
 Batching: pop_batch takes the fair pick, then walks the simulated fair order for jobs with the same
 batch_key. Every job taken is charged in full to its user and guild, as if served in turn, so a user who
 got extra batch slots waits that much longer later, and nobody else's tags move.
+
+Model affinity: switching the GPU's resident model costs a load (seconds to a minute), so pop_batch may
+start with a job whose model is resident instead of the fair pick, but only one whose flows are at most
+`window` (pixel-steps of virtual time) ahead at both levels: its guild's tag against the fair pick's
+guild, its user's tag against the least-served user of its guild. The chosen job is charged as usual, so
+the bound above grows by `window` and no more (tests/jobs/test_model_affinity.py checks it).
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import deque
-from collections.abc import Hashable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 GuildKey = int | None  # None: direct messages, scheduled as one guild of their own
@@ -48,6 +54,7 @@ class QueuedJob:
     batch_key: Hashable  # jobs with equal keys may share one GPU call
     images: int = 1  # images this job produces; counts toward a batch's max_images
     weight: float = 1.0  # the user's share weight when this job was queued
+    model: str | None = None  # which model it runs on, for model affinity
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.cost) and self.cost > 0):
@@ -129,24 +136,32 @@ class FairQueue:
         self._jobs[job.job_id] = job
         self._key_counts[job.batch_key] = self._key_counts.get(job.batch_key, 0) + 1
 
-    def pop_batch(self, max_images: int) -> list[QueuedJob]:
+    def pop_batch(
+        self, max_images: int, prefer: Callable[[QueuedJob], bool] | None = None, window: float = 0.0
+    ) -> list[QueuedJob]:
         """Take the fair pick plus compatible jobs in fair order, up to max_images images in all.
 
-        The first job is always taken, even when it alone has more images than max_images.
+        With `prefer`, start instead with the first job it accepts among those whose start tag is within
+        `window` of the fair pick's (see the module notes). The first job is always taken, even when it
+        alone has more images than max_images.
         """
         if max_images < 1:
             raise ValueError(f"max_images must be at least 1, not {max_images}")
-        walk = self.iter_order()
-        first = next(walk, None)
-        if first is None:
+        tagged = self._iter_tagged()
+        fair = next(tagged, None)
+        if fair is None:
             return []
+        fair_tag, _, first = fair
+        if prefer is not None and not prefer(first):
+            first = self._preferred(tagged, fair_tag, prefer, window) or first
         batch = [first]
         room = max_images - first.images
         unseen = self._key_counts[first.batch_key] - 1
+        walk = self.iter_order()
         # Stop at the last compatible job instead of walking the whole order.
         while room > 0 and unseen > 0:
             job = next(walk)
-            if job.batch_key == first.batch_key:
+            if job.batch_key == first.batch_key and job is not first:
                 unseen -= 1
                 if job.images <= room:
                     batch.append(job)
@@ -158,6 +173,25 @@ class FairQueue:
         for job in batch:
             self._charge(job)
         return batch
+
+    def _preferred(
+        self,
+        tagged: Iterator[tuple[float, float, QueuedJob]],
+        fair_tag: float,
+        prefer: Callable[[QueuedJob], bool],
+        window: float,
+    ) -> QueuedJob | None:
+        # At both levels the job's flow may be at most `window` ahead of the least-served flow: its
+        # guild's tag against the fair pick's guild, its user's tag against its guild's least-served user.
+        least: dict[GuildKey, float] = {}
+        for guild_tag, user_tag, job in tagged:
+            if guild_tag > fair_tag + window:
+                return None  # roots come in tag order: nothing later is within the window
+            if job.guild_id not in least:
+                least[job.guild_id] = min(u.start for u in self._guilds[job.guild_id].users.values() if u.jobs)
+            if user_tag <= least[job.guild_id] + window and prefer(job):
+                return job
+        return None
 
     def remove(self, job_id: int) -> QueuedJob | None:
         """Cancel a queued job without charging anyone; None when it is not queued."""
@@ -173,6 +207,10 @@ class FairQueue:
 
         Do not change the queue while iterating. O(log F) per job for F backlogged flows.
         """
+        return (job for _, _, job in self._iter_tagged())
+
+    def _iter_tagged(self) -> Iterator[tuple[float, float, QueuedJob]]:
+        # The service order with each job's start tags, its guild's and its user's, as they would be then.
         seq = self._seq
         roots = [(g.start, g.seq, key) for key, g in self._guilds.items() if g.backlogged]
         heapq.heapify(roots)
@@ -193,7 +231,7 @@ class FairQueue:
                 cursors[key], left[key] = iter(jobs), len(jobs)
             job = next(cursors[key])
             left[key] -= 1
-            yield job
+            yield guild_start, user_start, job
             # Same arithmetic and tie-break order as _charge, so the simulation matches real pops.
             if left[key]:
                 seq += 1

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from generation.catalog import Catalog
 from generation.request import GenerationRequest
 from jobs.events import EventBus, JobCancelled, JobQueued
 from jobs.fair_queue import FairQueue, QueuedJob, ThroughputMeter, eta_seconds
@@ -41,24 +42,27 @@ class Ticket:
     eta_seconds: float | None
 
 
-def queued_job(job: JobRecord, request: GenerationRequest) -> QueuedJob:
-    """The scheduler's view of a stored job."""
+def queued_job(job: JobRecord, request: GenerationRequest, catalog: Catalog | None = None) -> QueuedJob:
+    """The scheduler's view of a stored job; its cost is the GPU work of its model's family."""
     return QueuedJob(
         job_id=job.id,
         user_id=job.user_id,
         guild_id=job.guild_id,
-        cost=request.cost,
-        batch_key=request.batch_key,
+        cost=catalog.cost(request) if catalog else request.cost,
+        batch_key=catalog.batch_key(request) if catalog else request.batch_key,
         images=request.count,
         weight=job.weight,
+        model=request.model,
     )
 
 
 class JobQueue:
     """Accepts jobs under limits, keeps them durable, and hands the worker fair batches."""
 
-    def __init__(self, store: Store, bus: EventBus, limits: Limits) -> None:
+    def __init__(self, store: Store, bus: EventBus, limits: Limits, *, catalog: Catalog | None = None) -> None:
         self.store = store
+        # The models and their families: refuses what a model cannot do, and costs jobs per family.
+        self.catalog = catalog
         self.bus = bus
         self.meter = ThroughputMeter()
         self._fair = FairQueue()
@@ -72,7 +76,7 @@ class JobQueue:
         requeued, failed = await self.store.requeue_interrupted(max_attempts)
         for job in await self.store.queued_jobs():
             if job.id not in self._fair:
-                self._fair.push(queued_job(job, await self.store.load_request(job)))
+                self._fair.push(queued_job(job, await self.store.load_request(job), self.catalog))
         if requeued or failed:
             log.warning("after restart: %d interrupted job(s) re-queued, %d given up", len(requeued), len(failed))
         self._changed()
@@ -91,7 +95,9 @@ class JobQueue:
         origin: dict[str, Any] | None = None,
         source: tuple[int, int] | None = None,
     ) -> Ticket:
-        """Check limits, commit the job, then queue it; raises LimitExceeded naming the limit."""
+        """Check the model and limits, commit the job, then queue it; refusals name the rule and value."""
+        if self.catalog is not None:
+            self.catalog.check(request)  # a mode or option the model lacks: refused before anything is stored
         # Checks and commit under one lock: two quick clicks must not both slip under a limit.
         async with self._admission:
             await self._check_limits(request, requester)
@@ -105,7 +111,7 @@ class JobQueue:
                 source_job_id=source[0] if source else None,
                 source_index=source[1] if source else None,
             )
-        self._fair.push(queued_job(job, request))
+        self._fair.push(queued_job(job, request, self.catalog))
         self._changed()
         return Ticket(job=job, position=self.position(job.id) or 1, eta_seconds=self.eta(job.id))
 
@@ -151,12 +157,19 @@ class JobQueue:
                 self._fair.push(job)
         self._changed()
 
-    async def next_batch(self, max_images: int) -> list[QueuedJob]:
-        """Wait for work, then take the fair pick plus compatible jobs, up to max_images images."""
+    async def next_batch(
+        self, max_images: int, resident: str | None = None, window: float = 0.0
+    ) -> list[QueuedJob]:
+        """Wait for work, then take a fair batch, up to max_images images.
+
+        With `resident`, a job on that model may start first when it is due within `window` pixel-steps
+        of the fair pick (FairQueue's model affinity), so mixed traffic does not reload on every batch.
+        """
         while not self._fair:
             self._work.clear()
             await self._work.wait()
-        batch = self._fair.pop_batch(max_images)
+        prefer = (lambda job: job.model == resident) if resident else None
+        batch = self._fair.pop_batch(max_images, prefer, window)
         self._changed()
         return batch
 

@@ -133,7 +133,7 @@ async def test_cancel_queued_and_running_jobs(rig: Rig) -> None:
 
 async def test_out_of_memory_splits_the_batch_and_fails_only_what_cannot_fit(rig: Rig, engine: Engine) -> None:
     # Simulate a GPU that holds at most 2 images (4 UNet rows with CFG) at a time.
-    unet = engine.cache.get(engine.spec("tiny"), txt2img().mode).unet
+    unet = engine.load("tiny").core_module()
 
     def small_gpu(module, args, kwargs):
         if args[0].shape[0] > 4:
