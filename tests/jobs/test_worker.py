@@ -198,3 +198,40 @@ async def test_event_loop_stays_responsive_while_the_gpu_thread_works(rig: Rig) 
     p95 = statistics.quantiles(lateness, n=20)[-1]
     print(f"median step {step * 1000:.1f} ms, loop lateness p95 {p95 * 1000:.2f} ms, max {max(lateness) * 1000:.1f} ms")
     assert p95 < step / 4  # the loop is not waiting for the GPU step
+
+
+@pytest.mark.parametrize(("window", "most_loads"), [(0.0, None), (None, 2)])
+async def test_mixed_models_reload_less_with_the_resident_preference(
+    rig: Rig, engine: Engine, window, most_loads
+) -> None:
+    # Two servers, each on its own model, alternate in fair order; the default window (far above these
+    # tiny jobs' costs) runs one model's jobs, then the other's.
+    loads = []
+    real_load = engine.load
+
+    def counting_load(name: str):
+        if engine.resident != name:
+            loads.append(name)
+        return real_load(name)
+
+    engine.unload()
+    engine.load = counting_load  # type: ignore[method-assign]
+    if window is not None:
+        rig.worker.affinity_window = window
+    try:
+        tickets = []
+        for i in range(3):
+            # Different step counts: no two jobs can share a batch, so each one is a pick.
+            tickets.append(await rig.queue.submit(txt2img(f"a{i}", seed=i, steps=2 + i), user(1, guild=1)))
+            b = txt2img(f"b{i}", seed=i, model="tiny-xl", steps=2 + i)
+            tickets.append(await rig.queue.submit(b, user(2, guild=2)))
+        with rig.bus.subscribe() as events:
+            rig.worker.start()
+            seen = await collect_until_final(events, {t.job.id for t in tickets})
+    finally:
+        del engine.load
+    assert sum(isinstance(e, JobDone) for e in seen) == 6
+    if most_loads is None:
+        assert len(loads) >= 4  # only ties in fair order can share a load
+    else:
+        assert len(loads) <= most_loads
