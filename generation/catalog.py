@@ -7,11 +7,16 @@ from typing import Any
 
 from generation.errors import InvalidRequest
 from generation.families.base import Family
+from generation.families.deepfloyd_if import DeepFloydIF
+from generation.families.flux import Flux
+from generation.families.sd3 import StableDiffusion3
 from generation.families.stable_diffusion import StableDiffusion
 from generation.request import GenerationRequest
 from generation.specs import ModelSpec
 
-FAMILIES: dict[str, type[Family]] = {kind: family for family in (StableDiffusion,) for kind in family.kinds}
+FAMILIES: dict[str, type[Family]] = {
+    kind: family for family in (StableDiffusion, DeepFloydIF, Flux, StableDiffusion3) for kind in family.kinds
+}
 
 
 def family_for(kind: str) -> type[Family]:

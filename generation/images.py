@@ -119,15 +119,15 @@ def to_mask(image: Image.Image) -> Image.Image:
     return Image.fromarray(np.where(grey >= 128, 255, 0).astype(np.uint8), "L")
 
 
-def _round_side(value: float) -> int:
-    side = round(value / SIZE_MULTIPLE) * SIZE_MULTIPLE
-    return max(MIN_SIDE, min(MAX_SIDE, side))
+def _round_side(value: float, multiple: int) -> int:
+    side = round(value / multiple) * multiple
+    return max(MIN_SIDE, min(MAX_SIDE // multiple * multiple, side))
 
 
-def size_for_image(width: int, height: int, target_pixels: int) -> tuple[int, int]:
-    """A size with the picture's aspect ratio, about target_pixels, sides multiples of 8."""
+def size_for_image(width: int, height: int, target_pixels: int, multiple: int = SIZE_MULTIPLE) -> tuple[int, int]:
+    """A size with the picture's aspect ratio, about target_pixels, sides multiples of `multiple` (8 by default)."""
     scale = (target_pixels / (width * height)) ** 0.5
-    return _round_side(width * scale), _round_side(height * scale)
+    return _round_side(width * scale, multiple), _round_side(height * scale, multiple)
 
 
 def _aspect_close(a: tuple[int, int], b: tuple[int, int]) -> bool:
@@ -141,10 +141,11 @@ def prepare_inputs(
     size: tuple[int, int] | None,
     target_pixels: int,
     limits: ImageLimits = DEFAULT_LIMITS,
+    multiple: int = SIZE_MULTIPLE,
 ) -> PreparedInputs:
     """Decode an init image (and mask), choose the output size, and fit both to it."""
     image = to_rgb(decode_image(image_data, "image", limits))
-    width, height = size or size_for_image(image.width, image.height, target_pixels)
+    width, height = size or size_for_image(image.width, image.height, target_pixels, multiple)
     mask = None
     if mask_data is not None:
         raw_mask = decode_image(mask_data, "mask", limits)

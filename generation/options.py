@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from generation.catalog import family_for
 from generation.errors import InvalidRequest
 from generation.images import DEFAULT_LIMITS, ImageLimits, prepare_inputs, size_for_image
 from generation.request import GenerationRequest, Mode, random_seed
@@ -32,14 +33,14 @@ class UserOptions:
     mask: bytes | None = None
 
 
-def parse_size(text: str, target_pixels: int) -> tuple[int, int]:
-    """'768x512' as given, or '3:2' scaled to about the model's default area."""
+def parse_size(text: str, target_pixels: int, multiple: int = 8) -> tuple[int, int]:
+    """'768x512' as given, or '3:2' scaled to about the model's default area (sides multiples of `multiple`)."""
     if match := _SIZE.match(text):
         return int(match[1]), int(match[2])
     if match := _ASPECT.match(text):
         ratio_w, ratio_h = float(match[1]), float(match[2])
         if ratio_w > 0 and ratio_h > 0 and max(ratio_w / ratio_h, ratio_h / ratio_w) <= 4:
-            return size_for_image(ratio_w, ratio_h, target_pixels)
+            return size_for_image(ratio_w, ratio_h, target_pixels, multiple)
     raise InvalidRequest(f"Size '{text}' is not like 512x768 or 3:2 (aspect ratios up to 4:1).")
 
 
@@ -47,10 +48,14 @@ def make_request(spec: ModelSpec, options: UserOptions, limits: ImageLimits = DE
     """Apply the model's defaults, decode any images, and validate everything."""
     if options.mask is not None and options.image is None:
         raise InvalidRequest("A mask needs an image to go with it.")
-    size = parse_size(options.size, spec.pixels) if options.size else None
+    # Aspect ratios and pictures are sized to what the model's family can take (FLUX and SD3: multiples of 16).
+    multiple = family_for(spec.kind).size_multiple
+    size = parse_size(options.size, spec.pixels, multiple) if options.size else None
     mode, init, mask = Mode.TXT2IMG, None, None
     if options.image is not None:
-        inputs = prepare_inputs(options.image, options.mask, size=size, target_pixels=spec.pixels, limits=limits)
+        inputs = prepare_inputs(
+            options.image, options.mask, size=size, target_pixels=spec.pixels, limits=limits, multiple=multiple
+        )
         mode = Mode.INPAINT if inputs.mask is not None else Mode.IMG2IMG
         init, mask, size = inputs.image, inputs.mask, (inputs.width, inputs.height)
     width, height = size or (spec.width, spec.height)

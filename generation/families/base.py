@@ -58,6 +58,7 @@ class Family(ABC):
     # Whether a negative prompt means something to the model; when not, one given is refused, never dropped.
     negative_prompt: ClassVar[bool] = True
     samplers: ClassVar[bool] = True  # whether A1111 sampler names apply
+    size_multiple: ClassVar[int] = 8  # sides must be multiples of this (the VAE's downsampling, patches)
 
     def __init__(self, spec: ModelSpec, device: torch.device, dtype: torch.dtype) -> None:
         self.spec = spec
@@ -73,6 +74,11 @@ class Family(ABC):
         if request.negative_prompt and not cls.negative_prompt:
             raise InvalidRequest(
                 f"The model '{spec.name}' cannot use a negative prompt; leave it out or pick another model."
+            )
+        if request.width % cls.size_multiple or request.height % cls.size_multiple:
+            raise InvalidRequest(
+                f"The model '{spec.name}' needs a width and height that are multiples of {cls.size_multiple}, "
+                f"not {request.width}x{request.height}."
             )
         if request.sampler and not cls.samplers:
             raise InvalidRequest(f"The model '{spec.name}' has its own sampler; leave the sampler out.")

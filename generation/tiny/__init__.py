@@ -10,6 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from generation.tiny.deepfloyd_if import write_tiny_if
+from generation.tiny.flux import build_tiny_flux
+from generation.tiny.sd3 import build_tiny_sd3
 from generation.tiny.stable_diffusion import (
     TEXT_HIDDEN,
     build_tiny_sd,
@@ -24,6 +27,9 @@ from generation.tiny.stable_diffusion import (
 BUILDERS: dict[str, Callable[[Path], Any]] = {
     "sd": lambda directory: build_tiny_sd().save_pretrained(directory),
     "sdxl": lambda directory: build_tiny_sdxl().save_pretrained(directory),
+    "if": write_tiny_if,
+    "flux": lambda directory: build_tiny_flux().save_pretrained(directory),
+    "sd3": lambda directory: build_tiny_sd3().save_pretrained(directory),
 }
 
 
@@ -40,7 +46,9 @@ def write_tiny_model(directory: Path, kind: str = "sd") -> Path:
 __all__ = [
     "BUILDERS",
     "TEXT_HIDDEN",
+    "build_tiny_flux",
     "build_tiny_sd",
+    "build_tiny_sd3",
     "build_tiny_sdxl",
     "text_config",
     "tiny_preview_vae",
