@@ -15,7 +15,7 @@ Cost, in the queue's unit (SD 1.5 pixel-steps: an SD 1.5 step at WxH costs W*H).
 parameters x positions relative to SD 1.5 (860M UNet on 64x64 latents, ≈1.68 TFLOP per 512² step with CFG):
 IF-I-XL (4.3B) on 64x64 pixels ≈ 8.4 TFLOP per step, IF-II-L (1.2B) on 256x256 ≈ 37 TFLOP, the x4 upscaler
 (473M) on 256x256 latents ≈ 15 TFLOP. Per stage-I pixel and step that is STEP_COST = 320, 1440 and 560 SD
-pixel-steps: one default IF image (64², 50 steps, 2 stages) weighs as much as ~54 SD 1.5 images of 512², 25 steps,
+pixel-steps: one default IF image (64², 50 steps, 2 stages) weighs as much as ~55 SD 1.5 images of 512², 25 steps,
 and stage II dominates. Recalibrate STEP_COST from a GPU benchmark when one is run.
 """
 
@@ -83,7 +83,9 @@ def denoising_steps(request: GenerationRequest) -> int:
     return min(int(request.steps * request.strength), request.steps)
 
 
-def _load(spec: ModelSpec, stage: int, cls: type[DiffusionPipeline], device: torch.device, **kwargs: object):
+def _load(
+    spec: ModelSpec, stage: int, cls: type[DiffusionPipeline], device: torch.device, **kwargs: object
+) -> DiffusionPipeline:
     source = spec.source if stage == 1 else stage_source(spec, stage)
     # The hub's fp16 variants exist for IF's own stages, not for the SD upscaler.
     variant = None if stage == 3 or is_local_path(source) else spec.variant
@@ -167,7 +169,13 @@ class DeepFloydIF(Family):
         if spec.stages == 3:
             # As the model card does: stage III carries stage I's watermarker (None when the model has none).
             self._upscaler = _load(
-                spec, 3, StableDiffusionUpscalePipeline, device, dtype=dtype, watermarker=first.watermarker
+                spec,
+                3,
+                StableDiffusionUpscalePipeline,
+                device,
+                dtype=dtype,
+                safety_checker=None,
+                watermarker=first.watermarker,
             )
 
     @classmethod

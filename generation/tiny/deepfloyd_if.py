@@ -2,8 +2,8 @@
 
 Sizes follow diffusers' tests/pipelines/deepfloyd_if `get_dummy_components` and the upscaler's fast tests,
 with the real working sizes kept: stage I makes 64 px, stage II 4x that, stage III (the SD x4 upscaler) 4x
-again. Self-attention is left out at the large sizes (only cross-attention there), as the real stage II
-does at its high-resolution levels, so CPU tests stay fast.
+again. Where the pictures are large the UNets attend to the text only (no self-attention, no attention in the
+upscaler's middle block), so CPU tests stay fast.
 """
 
 from __future__ import annotations
@@ -99,7 +99,9 @@ def build_tiny_if_stage_2() -> IFSuperResolutionPipeline:
         time_embedding_act_fn="gelu",
         time_embedding_dim=32,
     )
-    noising = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", beta_start=0.0001, beta_end=0.02)
+    noising = DDPMScheduler(
+        num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", beta_start=0.0001, beta_end=0.02
+    )
     return IFSuperResolutionPipeline(
         tokenizer=None,
         text_encoder=None,
