@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
@@ -42,6 +43,7 @@ class Engine:
         self.preview_every = preview_every
         self._checkers: dict[str, SafetyChecker] = dict(safety_checkers or {})
         self._resident: Family | None = None
+        self.load_seconds: float | None = None  # how long the last model load took (the worker's affinity)
 
     def spec(self, name: str) -> ModelSpec:
         """The spec of a configured model, or a refusal listing the models there are."""
@@ -67,7 +69,9 @@ class Engine:
             return self._resident
         self.unload()
         log.info("loading model %s (%s) from %s on %s (%s)", spec.name, spec.kind, spec.source, self.device, self.dtype)
+        started = time.perf_counter()
         self._resident = family_for(spec.kind)(spec, self.device, self.dtype)
+        self.load_seconds = time.perf_counter() - started
         return self._resident
 
     def adopt(self, loaded: Family) -> None:
@@ -147,7 +151,7 @@ class Engine:
                         image=images[position],
                         seed=seed,
                         index=index,
-                        parameters=parameters_text(request, seed, sampler, spec.name),
+                        parameters=parameters_text(request, seed, sampler, spec.name, images[position].size),
                         nsfw=flags[position],
                     )
                 )

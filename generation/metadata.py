@@ -15,8 +15,18 @@ def _clean(text: str) -> str:
     return " ".join(text.split())
 
 
-def parameters_text(request: GenerationRequest, seed: int, sampler: str, model: str | None = None) -> str:
-    """The `parameters` chunk text: prompt, negative prompt line, then `Key: value` pairs."""
+def parameters_text(
+    request: GenerationRequest,
+    seed: int,
+    sampler: str,
+    model: str | None = None,
+    size: tuple[int, int] | None = None,
+) -> str:
+    """The `parameters` chunk text: prompt, negative prompt line, then `Key: value` pairs.
+
+    `size` is the picture's own, where a family's output differs from the request (IF's stages upscale).
+    """
+    width, height = size or (request.width, request.height)
     lines = [_clean(request.prompt)]
     if request.negative_prompt:
         lines.append(f"Negative prompt: {_clean(request.negative_prompt)}")
@@ -25,7 +35,7 @@ def parameters_text(request: GenerationRequest, seed: int, sampler: str, model: 
         f"Sampler: {sampler}",
         f"CFG scale: {request.guidance:g}",
         f"Seed: {seed}",
-        f"Size: {request.width}x{request.height}",
+        f"Size: {width}x{height}",
         f"Model: {_clean(model or request.model).replace(',', ' ')}",
     ]
     if request.mode is not Mode.TXT2IMG:

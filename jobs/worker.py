@@ -26,8 +26,10 @@ log = logging.getLogger(__name__)
 UNEXPECTED_ERROR = "Something went wrong on our side while generating; it has been logged. Please try again."
 # Results are encoded and stored while the GPU already runs the next batch; this bounds the backlog.
 MAX_PENDING_SAVES = 2
-# Model affinity: a job on the resident model may go first when due within this much fair-queue work
-# (pixel-steps; here four SD 1.5 images at 512², 25 steps), instead of paying a model load now.
+# Model affinity: a job on the resident model may go first when due within a window of fair-queue work
+# (pixel-steps). By default the window is the work the GPU does in the time one model load takes (both
+# measured), so the preference never costs anyone more than the load it saves; before any measurement,
+# this many pixel-steps (four SD 1.5 images at 512², 25 steps).
 AFFINITY_WINDOW = 4 * 512 * 512 * 25
 
 
@@ -35,10 +37,10 @@ class Worker:
     """Takes fair batches from the queue and runs them on the GPU thread, one call at a time."""
 
     def __init__(
-        self, engine: Engine, queue: JobQueue, *, max_batch: int = 4, affinity_window: float = AFFINITY_WINDOW
+        self, engine: Engine, queue: JobQueue, *, max_batch: int = 4, affinity_window: float | None = None
     ) -> None:
         self.engine = engine
-        self.affinity_window = affinity_window
+        self.affinity_window = affinity_window  # None: measured (see AFFINITY_WINDOW)
         self.queue = queue
         self.store = queue.store
         self.bus = queue.bus
@@ -66,7 +68,7 @@ class Worker:
         """Take batches until stopped; never exits on a failure."""
         while not self._stopping:
             try:
-                batch = await self.queue.next_batch(self.max_batch, self.engine.resident, self.affinity_window)
+                batch = await self.queue.next_batch(self.max_batch, self.engine.resident, self._window())
             except asyncio.CancelledError:
                 if self._stopping:
                     return
@@ -80,6 +82,12 @@ class Worker:
             finally:
                 self.queue.cancelled_running.difference_update(job.job_id for job in batch)
                 self._running = []
+
+    def _window(self) -> float:
+        if self.affinity_window is not None:
+            return self.affinity_window
+        rate, load = self.queue.meter.rate, self.engine.load_seconds
+        return rate * load if rate and load else AFFINITY_WINDOW
 
     async def stop(self, timeout: float = 30.0) -> None:
         """Stop taking work; let the running batch finish within `timeout`, else re-queue it."""

@@ -31,7 +31,7 @@ def test_tiny_if_model_then_generate_matches_raw_stages(tmp_path: Path) -> None:
         ours = np.asarray(image.convert("RGB"))
     assert info.full_prompt == prompt
     assert info.samplers[0].parameters == {"cfg_scale": "7", "seed": "7", "steps": "4"}
-    assert info.metadata["Size"] == "64x64"  # the request's (stage I) size; the picture is 4x that
+    assert info.metadata["Size"] == "256x256"  # the picture's own size: stage II made it 4x the 64x64 request
 
     # Detected as IF from model_index.json: the kind's defaults (64x64, guidance 7) and stage II's guidance 4.
     stage_1 = IFPipeline.from_pretrained(model)

@@ -104,7 +104,7 @@ def test_txt2img_equals_raw_stage_1_then_2(if_engine: Engine, raw: RawCascade) -
     expected = raw("a sign that says hello", negative_prompt="blurry").images[0]
     assert ours[0].image.size == (256, 256)  # stage I at the request's 64x64, stage II 4x
     assert np.array_equal(pixels(ours[0].image), pixels(expected))  # same calls, same kernels: bit for bit
-    assert "Sampler: DDPMScheduler" in ours[0].parameters and "Size: 64x64" in ours[0].parameters
+    assert "Sampler: DDPMScheduler" in ours[0].parameters and "Size: 256x256" in ours[0].parameters
 
 
 def test_img2img_and_inpaint_equal_raw_stages(if_engine: Engine, raw: RawCascade) -> None:

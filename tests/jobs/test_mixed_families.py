@@ -48,7 +48,7 @@ def test_families_cost_their_own_gpu_work() -> None:
 async def test_mixed_queue_stays_fair_with_per_family_costs(queue: JobQueue) -> None:
     users = [(user, 1 + user % 2, model) for user, model in enumerate(["sd", "if", "flux", "sd", "flux", "if"])]
     seeds = itertools.count()
-    for _ in range(12):
+    for _ in range(40):  # enough that the cheapest jobs' users stay backlogged over the 30 picks
         for user, guild, model in users:
             await queue.submit(request(model, next(seeds)), Requester(user_id=user, guild_id=guild))
     served: dict[int, float] = defaultdict(float)
@@ -60,6 +60,7 @@ async def test_mixed_queue_stays_fair_with_per_family_costs(queue: JobQueue) -> 
         assert job.cost == queue.catalog.cost(request(job.model, 0))
         served[job.user_id] += job.cost
         by_guild[job.guild_id] += job.cost
+    assert all(queue.waiting(user) for user, _, _ in users), "the bound holds while everyone is backlogged"
     # SFQ's bound, with each family's own cost: guilds within their largest jobs, then users in a guild.
     assert abs(by_guild[1] - by_guild[2]) <= largest[1] + largest[2]
     for guild in (1, 2):
