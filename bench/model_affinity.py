@@ -105,7 +105,9 @@ def main() -> int:
     rows.append(("one load (default)", load_work))
     for label, window in rows:
         r = simulate(timed, window, args.load_seconds)
-        cells = "  ".join(f"{key} {value:.2f}" if key == "images/s" else f"{key} {value:.0f}" for key, value in r.items())
+        cells = "  ".join(
+            f"{key} {value:.2f}" if key == "images/s" else f"{key} {value:.0f}" for key, value in r.items()
+        )
         print(f"{label:>20}  {cells}")
     return 0
 
