@@ -1,4 +1,4 @@
-"""Answering interactions: refusals, and queueing a job on someone's behalf."""
+"""Answering interactions: refusals, unexpected errors, and queueing a job on someone's behalf."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 import aiohttp
 import discord
 
-from bot import render
-from bot.imagine.views import progress_view
 from bot.moderation.gate import asker_from_interaction, submit_job
+from bot.moderation.policy import GuildPolicy
+from bot.render import NO_MENTIONS, SOMETHING_WENT_WRONG
 from generation.errors import InvalidRequest
 from generation.images import DEFAULT_LIMITS
 from generation.request import GenerationRequest
@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from bot.app import ImagineBot
 
 log = logging.getLogger(__name__)
-NO_MENTIONS = discord.AllowedMentions.none()
 DOWNLOAD_TIMEOUT = 30.0  # seconds; a CDN that stalls must not leave the user waiting on "thinking…"
 
 
@@ -42,6 +41,21 @@ async def answer_error(interaction: discord.Interaction, text: str) -> None:
         await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
     else:
         await interaction.edit_original_response(content=text, attachments=[], view=None, allowed_mentions=NO_MENTIONS)
+
+
+async def answer_unexpected(interaction: discord.Interaction, error: BaseException, what: str) -> None:
+    """Log an error that is not the user's doing, with its traceback, and tell only this user it happened."""
+    log.error("%s failed", what, exc_info=error)
+    try:
+        if interaction.response.is_done() and (
+            interaction.response.type is not discord.InteractionResponseType.deferred_channel_message
+        ):
+            # The message already shown (e.g. "Queued") stays: it may be true. Say it beside it.
+            await interaction.followup.send(f"⚠️ {SOMETHING_WENT_WRONG}", ephemeral=True, allowed_mentions=NO_MENTIONS)
+        else:
+            await answer_error(interaction, SOMETHING_WENT_WRONG)
+    except discord.HTTPException as exc:  # the interaction may be out of reach (expired, deleted)
+        log.warning("could not tell the user that %s failed: %s", what, exc)
 
 
 async def read_attachment(attachment: discord.Attachment | None, what: str) -> bytes | None:
@@ -94,21 +108,32 @@ def interaction_origin(interaction: discord.Interaction) -> dict:
 
 
 async def queue_for_interaction(
-    interaction: discord.Interaction, request: GenerationRequest, *, source: tuple[int, int] | None = None
+    interaction: discord.Interaction,
+    request: GenerationRequest,
+    *,
+    source: tuple[int, int] | None = None,
+    policy: GuildPolicy | None = None,
 ) -> None:
-    """Queue a job for whoever triggered the interaction and answer with its place in line."""
+    """Queue a job for whoever triggered the interaction and answer with its place in line.
+
+    `policy`: the server's, when the caller has read it already (to pick the model); else it is read here.
+    """
     bot: ImagineBot = interaction.client  # type: ignore[assignment]
-    services = bot.services
     # Through the server's policy (channels, roles, blocks, banned words, DMs), then the queue's limits.
     ticket = await submit_job(
-        services, asker_from_interaction(interaction), request, origin=interaction_origin(interaction), source=source
+        bot.services,
+        asker_from_interaction(interaction),
+        request,
+        origin=interaction_origin(interaction),
+        source=source,
+        policy=policy,
     )
-    content = render.queued_text(ticket.job, ticket.position, ticket.eta_seconds)
-    view = progress_view(ticket.job)
-    if interaction.response.is_done():
-        message = await interaction.edit_original_response(content=content, view=view, allowed_mentions=NO_MENTIONS)
-        message_id: int | None = message.id
-    else:
+
+    async def send(content: str, view: discord.ui.View | None) -> int | None:
+        if interaction.response.is_done():  # deferred while a picture downloaded: "thinking…" becomes this
+            message = await interaction.edit_original_response(content=content, view=view, allowed_mentions=NO_MENTIONS)
+            return message.id
         callback = await interaction.response.send_message(content, view=view, allowed_mentions=NO_MENTIONS)
-        message_id = callback.message_id
-    await services.delivery.responded(ticket.job.id, message_id)
+        return callback.message_id
+
+    await bot.delivery.acknowledge(ticket, send)

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import logging
-
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.answers import NO_MENTIONS, answer_error
+from bot.answers import answer_error, answer_unexpected
 from bot.delivery import Delivery
 from bot.imagine.actions import run_action
 from bot.imagine.views import JobButton, progress_view, result_view
+from bot.render import NO_MENTIONS
 from bot.services import Services
-
-log = logging.getLogger(__name__)
 
 EXTENSIONS = ("bot.imagine.cog", "bot.history", "bot.remix", "bot.moderation.admin")
 
@@ -30,7 +27,8 @@ def intents() -> discord.Intents:
 
 
 class ImagineBot(commands.Bot):
-    """imagine-bot's client; everything it uses arrives in `services`."""
+    """imagine-bot's client; everything it uses arrives in `services`, and it owns the Delivery that
+    turns job events into its messages (built here, since delivery talks through this client)."""
 
     def __init__(self, services: Services, **options) -> None:
         super().__init__(
@@ -45,7 +43,6 @@ class ImagineBot(commands.Bot):
         self.delivery = Delivery(
             self, services.store, services.queue.bus, result_view=result_view, progress_view=progress_view
         )
-        services.delivery = self.delivery
         self.tree.on_error = self.on_app_command_error
 
     async def setup_hook(self) -> None:
@@ -78,9 +75,5 @@ class ImagineBot(commands.Bot):
         if isinstance(error, app_commands.CheckFailure):
             await answer_error(interaction, str(error))
             return
-        log.error("command %s failed", interaction.command and interaction.command.name, exc_info=error)
-        text = "⚠️ Something went wrong on our side; it has been logged. Please try again."
-        if interaction.response.is_done():
-            await interaction.followup.send(text, ephemeral=True)
-        else:
-            await interaction.response.send_message(text, ephemeral=True)
+        name = interaction.command.name if interaction.command else "?"
+        await answer_unexpected(interaction, error, f"command /{name}")

@@ -78,11 +78,14 @@ def _run(config: Config) -> int:
 
     import discord
 
-    from bot.runner import run_bot
+    from bot.runner import StartupError, run_bot
 
     logging.getLogger().setLevel(logging.INFO)
     try:
         asyncio.run(run_bot(config, token))
+    except StartupError as exc:
+        print(f"imagine-bot: {exc}", file=sys.stderr)
+        return 1
     except discord.LoginFailure:
         print(f"Discord refused the token in {config.discord.token_env}: check it and try again.", file=sys.stderr)
         return 2

@@ -11,7 +11,7 @@ import asyncio
 import io
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from bot import render
 from bot.moderation.nsfw import screen
 from generation.metadata import png_bytes, read_parameters
 from jobs.events import EventBus, JobCancelled, JobDone, JobEvent, JobFailed, JobProgress, JobQueued, JobStarted
+from jobs.queue import Ticket
 from storage.records import JobRecord, JobStatus
 from storage.store import Store
 
@@ -34,9 +35,10 @@ DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
 STOP_GRACE = 5.0  # seconds a stopping bot waits for results already on their way
 EDIT_BACKOFF_MAX = 30.0  # longest pause after refused progress edits of one message
 EDIT_SETTLE_TIMEOUT = 5.0  # how long a result waits for the progress edit in flight before it
-NO_MENTIONS = discord.AllowedMentions.none()
 
 ViewFactory = Callable[[JobRecord], discord.ui.View | None]
+# Posts the first message about a job (text, view) and returns that message's id, if it has one.
+SendFirst = Callable[[str, discord.ui.View | None], Awaitable[int | None]]
 
 
 class TokenExpired(Exception):
@@ -103,11 +105,22 @@ class Delivery:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def responded(self, job_id: int, message_id: int | None) -> None:
-        """The requester has been answered: the message that shows this job now exists."""
-        origin = await self.store.update_origin(job_id, {"message_id": message_id, "responded": True})
-        tracker = await self._tracker(job_id)
-        if tracker is not None:
+    async def acknowledge(self, ticket: Ticket, send: SendFirst) -> None:
+        """Tell the requester their job is queued with `send`, then keep that message up to date.
+
+        If sending fails the job is still followed (its result is posted to the channel) and the error raised.
+        """
+        job = ticket.job
+        # Before any await: the job was queued just now, so it cannot have finished, and the events its
+        # queueing published find this tracker instead of reading the job back from the store.
+        tracker = self._trackers.setdefault(job.id, _Tracker(job))
+        tracker.shown_position = ticket.position
+        message_id = None
+        try:
+            text = render.queued_text(job, ticket.position, ticket.eta_seconds)
+            message_id = await send(text, self.progress_view(job))
+        finally:
+            origin = await self.store.update_origin(job.id, {"message_id": message_id, "responded": True})
             tracker.job = _with_origin(tracker.job, origin)
             tracker.responded.set()
 
@@ -142,7 +155,9 @@ class Delivery:
         elif isinstance(event, JobProgress):
             preview = None
             if event.previews and (tracker.job.origin or {}).get("previews", True):  # see moderation.nsfw
-                preview = render.png_bytes(render.grid(list(event.previews)))
+                preview = await asyncio.to_thread(_preview_png, event.previews)
+                if self._trackers.get(tracker.job.id) is not tracker:  # finished while it was encoded
+                    return
             elif tracker.latest is not None:
                 preview = tracker.latest.preview  # keep showing the last preview between previews
             self._show(tracker, _Render(render.progress_text(tracker.job, event.step, event.total), preview))
@@ -227,9 +242,10 @@ class Delivery:
         data, spoiler, view = None, False, None
         if job.status is JobStatus.DONE:
             records = await self.store.images_for_job(job.id)
-            screening = await screen(self.store, job, records)  # the server's NSFW policy
+            screening = screen(job, records)  # the server's NSFW policy, recorded when the job was queued
             paths = [None if r.idx in screening.blocked else self.store.image_path(r) for r in records]
-            data, spoiler, view = await asyncio.to_thread(_result_png, paths), screening.spoiler, self.result_view(job)
+            data = await asyncio.to_thread(_result_png, paths, limit)
+            spoiler, view = screening.spoiler, self.result_view(job)
             note = f"\n{screening.note}" if screening.note else ""
             seeds = [r.seed for r in records]
             text, text_pinging = (render.result_text(job, seeds, mention) + note for mention in (False, True))
@@ -240,7 +256,10 @@ class Delivery:
             text = text_pinging = render.cancelled_text(job)
 
         def files() -> list[discord.File]:  # a File can be sent once: a fresh one for each attempt
-            return [] if data is None else [render.fit_upload(data, f"imagine-{job.id}", limit, spoiler=spoiler)]
+            if data is None:
+                return []
+            payload, suffix = data
+            return [discord.File(io.BytesIO(payload), filename=f"imagine-{job.id}.{suffix}", spoiler=spoiler)]
 
         if not message_gone and self._can_edit(origin):
             try:
@@ -263,7 +282,7 @@ class Delivery:
 
     async def _edit(self, job: JobRecord, **fields: Any) -> None:
         origin = job.origin or {}
-        fields["allowed_mentions"] = NO_MENTIONS
+        fields["allowed_mentions"] = render.NO_MENTIONS
         if fields.get("view") is None:
             fields.pop("view", None)
         if origin.get("kind") == "interaction":
@@ -285,8 +304,14 @@ class Delivery:
         task.add_done_callback(self._tasks.discard)
 
 
-def _result_png(paths: list[Path | None]) -> bytes | None:
-    """One image as stored, or a 2x2 (or wider) grid carrying the first image's parameters.
+def _preview_png(previews: Sequence[Image.Image]) -> bytes:
+    """The live previews as one PNG (a worker thread's job: it encodes)."""
+    return png_bytes(render.grid(list(previews)))  # not a result: no parameters to carry
+
+
+def _result_png(paths: list[Path | None], limit: int) -> tuple[bytes, str] | None:
+    """The file to upload and its suffix: one image as stored, or a 2x2 (or wider) grid carrying the first
+    image's parameters, shrunk to a JPEG when over `limit` bytes. Decodes and encodes: run it in a thread.
 
     None marks an image withheld by the server's policy: a blank tile in a grid; None when nothing is left.
     """
@@ -294,14 +319,15 @@ def _result_png(paths: list[Path | None]) -> bytes | None:
     if not shown:
         return None
     if len(paths) == 1:
-        return shown[0].read_bytes()
+        return render.fit_upload(shown[0].read_bytes(), limit)
     images = {}
     for path in shown:
         with Image.open(path) as opened:
             images[path] = opened.convert("RGB")
     blank = Image.new("RGB", next(iter(images.values())).size, (32, 32, 32))
     parameters = read_parameters(shown[0].read_bytes()) or ""
-    return png_bytes(render.grid([images[p] if p is not None else blank for p in paths]), parameters)
+    sheet = png_bytes(render.grid([images[p] if p is not None else blank for p in paths]), parameters)
+    return render.fit_upload(sheet, limit)
 
 
 def _with_origin(job: JobRecord, origin: dict[str, Any]) -> JobRecord:

@@ -11,8 +11,12 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from generation.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from generation.options import UserOptions
 
 _TOKEN = re.compile(r'"[^"]*"|“[^”]*”|\S+')
 _FLAG = re.compile(r"^(?:--|—)([A-Za-z][\w-]*)$")
@@ -41,7 +45,10 @@ class FlagError(InvalidRequest):
 
 @dataclass(frozen=True)
 class PromptFlags:
-    """A prompt with its flags taken out; None means the flag was not given."""
+    """What a person asked for: typed as `--flags`, as /imagine's options or as `generate`'s arguments.
+
+    None means not given (the model's default applies).
+    """
 
     prompt: str
     negative: str = ""
@@ -53,6 +60,24 @@ class PromptFlags:
     model: str | None = None
     sampler: str | None = None
     count: int | None = None
+
+    def options(self, image: bytes | None = None, mask: bytes | None = None) -> UserOptions:
+        """The options to build a request from (the model's name is looked up separately)."""
+        from generation.options import UserOptions  # imports diffusers (samplers): only when a request is made
+
+        return UserOptions(
+            prompt=self.prompt,
+            negative=self.negative,
+            size=self.size,
+            steps=self.steps,
+            guidance=self.guidance,
+            seed=self.seed,
+            count=self.count if self.count is not None else 1,
+            strength=self.strength,
+            sampler=self.sampler,
+            image=image,
+            mask=mask,
+        )
 
 
 def known_flags() -> str:

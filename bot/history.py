@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -12,14 +11,14 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import render
-from bot.answers import NO_MENTIONS, answer_error, is_moderator, may_manage
+from bot.answers import answer_error, answer_unexpected, is_moderator, may_manage
+from bot.render import NO_MENTIONS
 from storage.records import JobRecord, JobStatus
 from storage.store import Store
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
 
-log = logging.getLogger(__name__)
 
 PAGE_SIZE = 8
 PAGER_TIMEOUT = 600.0  # seconds; well inside the 15 minutes an interaction token lives
@@ -133,13 +132,8 @@ class HistoryPager(discord.ui.View):
                 await self.opened_by.edit_original_response(view=None)
 
     async def on_error(self, interaction: discord.Interaction, error: Exception, item: discord.ui.Item) -> None:
-        """Log, and tell only the clicker."""
-        log.error("history pager failed", exc_info=error)
-        text = "⚠️ Something went wrong on our side; it has been logged. Please try again."
-        if interaction.response.is_done():  # never overwrite the page itself with the error
-            await interaction.followup.send(text, ephemeral=True)
-        else:
-            await interaction.response.send_message(text, ephemeral=True)
+        """Log, and tell only the clicker (the page itself is never overwritten with the error)."""
+        await answer_unexpected(interaction, error, "history pager")
 
 
 def queue_line(job: JobRecord, position: int | None, eta_seconds: float | None) -> str:

@@ -7,21 +7,25 @@ import asyncio
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot.config import Config
+from bot.flags import PromptFlags
 from generation.errors import ModelUnavailable, UserFacingError
 from generation.request import GenerationRequest
 from generation.specs import KIND_DEFAULTS, SINGLE_FILE_SUFFIXES, ModelSpec
 from storage.files import write_atomic
 
+if TYPE_CHECKING:
+    from generation.catalog import Catalog
+
 LOCAL_USER = 0  # jobs from the command line belong to user 0
 
 
-def model_for_cli(config: Config, name: str | None) -> ModelSpec:
-    """A configured model by name, or an ad-hoc one for a local directory or .safetensors file."""
-    name = name or config.generation.default_model
-    if name in config.model_map:
-        return config.model_map[name]
+def model_for_cli(catalog: Catalog, name: str | None) -> ModelSpec:
+    """A configured model by name (the default when None), or an ad-hoc one for a local directory or file."""
+    if name is None or name in catalog.models:
+        return catalog.spec(name)
     path = Path(name).expanduser()
     if path.is_dir() or (path.is_file() and path.suffix in SINGLE_FILE_SUFFIXES):
         kind = _detect_kind(path)
@@ -36,7 +40,7 @@ def model_for_cli(config: Config, name: str | None) -> ModelSpec:
             height=defaults.height,
         )
     raise ModelUnavailable(
-        f"Model '{name}' is neither a configured model ({', '.join(config.model_map)}) nor a local "
+        f"Model '{name}' is neither a configured model ({', '.join(catalog.names)}) nor a local "
         "diffusers directory. Pass --model DIR with a directory written by `save_pretrained` "
         "(or `imagine-bot tiny-model DIR`), or add it under [[models]] in the config."
     )
@@ -62,6 +66,7 @@ def _free_path(directory: Path, stem: str) -> Path:
 async def _generate(args: argparse.Namespace, config: Config, spec: ModelSpec, request: GenerationRequest) -> int:
     from tqdm import tqdm
 
+    from generation.catalog import Catalog
     from generation.engine import Engine
     from jobs.events import EventBus, JobDone, JobFailed, JobProgress, JobQueued
     from jobs.limits import Limits
@@ -74,7 +79,7 @@ async def _generate(args: argparse.Namespace, config: Config, spec: ModelSpec, r
     async with await Store.open(config.storage.path, config.storage.images_dir) as store:
         bus = EventBus()
         # The operator's own command: no server limits, and no other jobs in this queue.
-        queue = JobQueue(store, bus, Limits.unlimited())
+        queue = JobQueue(store, bus, Limits.unlimited(), catalog=Catalog([spec], spec.name))
         worker = Worker(engine, queue, max_batch=config.generation.max_batch)
         with bus.subscribe() as events:
             ticket = await queue.submit(request, Requester(user_id=LOCAL_USER), origin={"cli": True})
@@ -104,24 +109,25 @@ async def _generate(args: argparse.Namespace, config: Config, spec: ModelSpec, r
 
 def generate(args: argparse.Namespace, config: Config) -> int:
     """Generate images for one prompt through the store, queue and worker; print the paths written."""
-    from generation.options import UserOptions, make_request
+    from generation.catalog import Catalog
+    from generation.options import make_request
 
     try:
-        spec = model_for_cli(config, args.model)
-        options = UserOptions(
+        spec = model_for_cli(Catalog(config.models, config.generation.default_model), args.model)
+        asked = PromptFlags(
             prompt=args.prompt,
             negative=args.negative,
-            size=args.size,
+            strength=args.strength,
+            seed=args.seed,
             steps=args.steps,
             guidance=args.guidance,
-            seed=args.seed,
-            count=args.count,
-            strength=args.strength,
+            size=args.size,
+            model=args.model,
             sampler=args.sampler,
-            image=args.image.read_bytes() if args.image else None,
-            mask=args.mask.read_bytes() if args.mask else None,
+            count=args.count,
         )
-        request = make_request(spec, options)
+        image, mask = (path.read_bytes() if path else None for path in (args.image, args.mask))
+        request = make_request(spec, asked.options(image, mask))
         return asyncio.run(_generate(args, config, spec, request))
     except OSError as exc:
         print(f"imagine-bot: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)

@@ -17,13 +17,14 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import render
-from bot.answers import NO_MENTIONS, answer_error, download, queue_for_interaction, read_attachment
+from bot.answers import answer_error, answer_unexpected, download, queue_for_interaction, read_attachment
 from bot.delivery import DEFAULT_UPLOAD_LIMIT
 from bot.flags import PromptFlags, parse_flags
-from bot.imagine.views import progress_view
 from bot.moderation.gate import asker_from_message, model_for, submit_job
+from bot.moderation.policy import load_policy
+from bot.render import NO_MENTIONS, SOMETHING_WENT_WRONG
 from generation.errors import InvalidRequest
-from generation.options import UserOptions, make_request
+from generation.options import make_request
 from generation.request import GenerationRequest
 from generation.specs import ModelSpec
 from storage.store import Store
@@ -39,7 +40,6 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp")
 # Errors answer the person who replied (and may ping them), never anyone their text names.
 ERROR_MENTIONS = discord.AllowedMentions(everyone=False, users=False, roles=False, replied_user=True)
 _JOB_BUTTON = re.compile(r"^imagine:[a-z]+:(\d+)(?::\d+)?$")
-_SOMETHING_WENT_WRONG = "Something went wrong on our side; it has been logged. Please try again."
 
 
 @dataclass(frozen=True)
@@ -101,20 +101,9 @@ async def job_source(store: Store, job_id: int | None) -> tuple[int, int] | None
 
 async def build_request(spec: ModelSpec, flags: PromptFlags, image: bytes, mask: bytes | None) -> GenerationRequest:
     """img2img of `image` (inpainting with `mask`), its size following the picture unless --size says."""
-    options = UserOptions(
-        prompt=flags.prompt,
-        negative=flags.negative,
-        size=flags.size,
-        steps=flags.steps,
-        guidance=flags.guidance,
-        seed=flags.seed,
-        count=flags.count if flags.count is not None else 1,
-        strength=flags.strength if flags.strength is not None else REMIX_STRENGTH,
-        sampler=flags.sampler,
-        image=image,
-        mask=mask,
-    )
-    return await asyncio.to_thread(make_request, spec, options)  # decoding and resizing stay off the loop
+    if flags.strength is None:
+        flags = replace(flags, strength=REMIX_STRENGTH)
+    return await asyncio.to_thread(make_request, spec, flags.options(image, mask))  # decoding stays off the loop
 
 
 class RemixModal(discord.ui.Modal, title="Remix"):
@@ -148,18 +137,19 @@ class RemixModal(discord.ui.Modal, title="Remix"):
             flags = parse_flags(self.prompt.value)
             if self.strength.value.strip():
                 flags = replace(flags, strength=_strength(self.strength.value))
-            spec = await model_for(bot.services, interaction.guild_id, flags.model)
+            services = bot.services
+            policy = await load_policy(services.store, services.config, interaction.guild_id)  # once per remix
+            spec = model_for(services.catalog, policy, flags.model)
             await interaction.response.defer(thinking=True)  # downloading may take longer than 3 s
             request = await build_request(spec, flags, await self.picture.read(bot.http), None)
-            source = await job_source(bot.services.store, self.job_id)
-            await queue_for_interaction(interaction, request, source=source)
+            source = await job_source(services.store, self.job_id)
+            await queue_for_interaction(interaction, request, source=source, policy=policy)
         except InvalidRequest as exc:
             await answer_error(interaction, exc.user_message)
 
     async def on_error(self, interaction: discord.Interaction, error: Exception) -> None:  # type: ignore[override]
         """Log the unexpected and tell only this user."""
-        log.error("remix modal failed", exc_info=error)
-        await answer_error(interaction, _SOMETHING_WENT_WRONG)
+        await answer_unexpected(interaction, error, "Remix modal")
 
 
 def _strength(text: str) -> float:
@@ -214,14 +204,16 @@ class RemixCog(commands.Cog):
             await self._answer_error(message, exc.user_message)
         except Exception:
             log.exception("remix of message %d failed", message.id)
-            await self._answer_error(message, _SOMETHING_WENT_WRONG)
+            await self._answer_error(message, SOMETHING_WENT_WRONG)
 
     async def _remix_reply(
         self, message: discord.Message, target: discord.Message, picture: Picture, text: str
     ) -> None:
         services = self.bot.services
         flags = parse_flags(text)
-        spec = await model_for(services, message.guild.id if message.guild else None, flags.model)
+        guild_id = message.guild.id if message.guild else None
+        policy = await load_policy(services.store, services.config, guild_id)  # read once for this remix
+        spec = model_for(services.catalog, policy, flags.model)
         image = await picture.read(self.bot.http)
         mask = await read_attachment(image_attachment(message), "mask")
         request = await build_request(spec, flags, image, mask)
@@ -234,22 +226,25 @@ class RemixCog(commands.Cog):
             "upload_limit": guild.filesize_limit if guild else DEFAULT_UPLOAD_LIMIT,
         }
         # The same door as every interaction: the server's policy, then the queue's limits.
-        ticket = await submit_job(services, asker_from_message(message), request, origin=origin, source=source)
-        try:
+        asker = asker_from_message(message)
+        ticket = await submit_job(services, asker, request, origin=origin, source=source, policy=policy)
+
+        async def send(content: str, view: discord.ui.View | None) -> int:
             reply = await message.channel.send(
-                render.queued_text(ticket.job, ticket.position, ticket.eta_seconds),
-                view=progress_view(ticket.job),
+                content,
+                view=view or discord.utils.MISSING,
                 reference=message.to_reference(fail_if_not_exists=False),
                 mention_author=False,
                 allowed_mentions=NO_MENTIONS,
             )
+            return reply.id
+
+        try:
+            await self.bot.delivery.acknowledge(ticket, send)
         except discord.HTTPException as exc:
             # Nobody would see this job's progress or result: do not spend the GPU on it.
             log.warning("remix: could not answer message %d (%s); cancelling job %d", message.id, exc, ticket.job.id)
-            await services.delivery.responded(ticket.job.id, None)
             await services.queue.cancel(ticket.job.id)
-            return
-        await services.delivery.responded(ticket.job.id, reply.id)
 
     async def _replied_to(self, message: discord.Message) -> discord.Message | None:
         reference = message.reference

@@ -13,6 +13,8 @@ from storage.records import JobRecord
 
 BAR_CELLS = 12
 MAX_PROMPT_SHOWN = 300
+NO_MENTIONS = discord.AllowedMentions.none()  # user text is echoed back: it must never ping anyone
+SOMETHING_WENT_WRONG = "Something went wrong on our side; it has been logged. Please try again."
 
 
 def safe_text(text: str, limit: int = MAX_PROMPT_SHOWN) -> str:
@@ -89,10 +91,13 @@ def grid(images: list[Image.Image]) -> Image.Image:
     return sheet
 
 
-def fit_upload(png: bytes, stem: str, limit: int, *, spoiler: bool = False) -> discord.File:
-    """The PNG if it fits Discord's upload limit, else a JPEG, shrunk until it fits."""
+def fit_upload(png: bytes, limit: int) -> tuple[bytes, str]:
+    """The PNG and "png" if it fits Discord's upload limit, else a JPEG shrunk until it fits and "jpg".
+
+    Decodes and encodes: call it from a worker thread, not the event loop.
+    """
     if len(png) <= limit:
-        return discord.File(io.BytesIO(png), filename=f"{stem}.png", spoiler=spoiler)
+        return png, "png"
     with Image.open(io.BytesIO(png)) as opened:
         image = opened.convert("RGB")
     for scale in (1.0, 0.75, 0.5, 0.35, 0.25):
@@ -100,12 +105,5 @@ def fit_upload(png: bytes, stem: str, limit: int, *, spoiler: bool = False) -> d
         buffer = io.BytesIO()
         image.resize(size, Image.Resampling.LANCZOS).save(buffer, format="JPEG", quality=88)
         if buffer.tell() <= limit:
-            return discord.File(io.BytesIO(buffer.getvalue()), filename=f"{stem}.jpg", spoiler=spoiler)
+            return buffer.getvalue(), "jpg"
     raise ValueError(f"cannot fit an image under {limit} bytes")
-
-
-def png_bytes(image: Image.Image) -> bytes:
-    """Plain PNG bytes (for previews and grids)."""
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()

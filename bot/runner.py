@@ -1,4 +1,8 @@
-"""The composition root of the bot: config → store → engine → queue → worker → Discord client."""
+"""The composition root of the bot: config → catalog → store → engine → queue → worker → Discord client.
+
+Everything is built here, in that order, and nothing is assigned after construction. A problem the bot
+cannot start without ends as a StartupError whose message is one line saying what failed and where.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +10,35 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sqlite3
 from collections.abc import AsyncIterator
 
+import aiohttp
 import discord
 import yarl
 
 from bot.app import ImagineBot
-from bot.config import Config, DiscordConfig
+from bot.config import Config, DiscordConfig, StorageConfig
 from bot.services import Services
+from generation.catalog import Catalog
 from generation.engine import Engine
+from generation.errors import ModelUnavailable, UserFacingError
+from generation.families.loading import check_source
 from jobs.events import EventBus
 from jobs.queue import JobQueue
 from jobs.worker import Worker
 from storage.store import Store
 
 log = logging.getLogger(__name__)
+
+
+class StartupError(Exception):
+    """Something the bot cannot start without; the message is one line saying what failed and where."""
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return text or type(error).__name__
 
 
 def point_discord_at(settings: DiscordConfig) -> None:
@@ -31,15 +49,71 @@ def point_discord_at(settings: DiscordConfig) -> None:
         discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.gateway_url)
 
 
+def build_catalog(config: Config) -> Catalog:
+    """The configured models, their local files checked: a missing default stops the start, others are hidden."""
+    catalog = Catalog(config.models, config.generation.default_model)
+    missing: list[str] = []
+    for spec in config.models:
+        try:
+            check_source(spec)
+        except ModelUnavailable as exc:
+            if spec.name == catalog.default:
+                raise StartupError(
+                    f"{exc.user_message} It is the default model ([generation] default_model), so the bot cannot start."
+                ) from None
+            log.warning("%s Until then it is hidden from /imagine and its requests are refused.", exc.user_message)
+            missing.append(spec.name)
+    available = ", ".join(spec.name for spec in config.models if spec.name not in missing)
+    for name in missing:
+        catalog.mark_broken(
+            name,
+            f"its files are missing on the bot's machine (its operator has been told). Choose one of: {available}.",
+        )
+    return catalog
+
+
+async def open_store(settings: StorageConfig) -> Store:
+    """The store at `[storage] path`, or a StartupError naming the file and what is wrong with it."""
+    try:
+        return await Store.open(settings.path, settings.images_dir)
+    except sqlite3.DatabaseError as exc:
+        if getattr(exc, "sqlite_errorname", "") == "SQLITE_NOTADB":
+            raise StartupError(
+                f"{settings.path} ([storage] path) is not a SQLite database; it was left as it is. Point `path` at "
+                "the bot's database, or at a file that does not exist yet to start a new one."
+            ) from None
+        raise StartupError(f"cannot open the database {settings.path} ([storage] path): {_one_line(exc)}") from None
+    except OSError as exc:  # e.g. a folder that cannot be created
+        raise StartupError(f"cannot open the database {settings.path} ([storage] path): {_one_line(exc)}") from None
+
+
+async def load_default_model(worker: Worker, name: str) -> None:
+    """Load the default model on the GPU thread before any job runs; a StartupError if it cannot be loaded."""
+    try:
+        await worker.load(name)
+    except UserFacingError as exc:
+        raise StartupError(
+            f"{exc.user_message} It is the default model ([generation] default_model), so the bot cannot start."
+        ) from None
+    except Exception as exc:
+        log.debug("loading the default model %s failed", name, exc_info=True)  # hidden by default: one line says it
+        raise StartupError(
+            f"could not load the default model '{name}' ([generation] default_model): "
+            f"{type(exc).__name__}: {_one_line(exc)}"
+        ) from None
+
+
 @contextlib.asynccontextmanager
 async def bot_parts(config: Config, engine: Engine | None = None) -> AsyncIterator[tuple[ImagineBot, Worker]]:
-    """Store, queue (restored), running GPU worker and an unstarted client; torn down in order."""
+    """Catalog, store, queue (restored), default model, running GPU worker and an unstarted client; torn down
+    in order. Raises StartupError when one of them cannot be had."""
     generation = config.generation
+    catalog = build_catalog(config)
     engine = engine or Engine(
         config.model_map, device=generation.device, dtype=generation.dtype, preview_every=generation.preview_every
     )
-    async with await Store.open(config.storage.path, config.storage.images_dir) as store:
-        queue = JobQueue(store, EventBus(), config.limits)
+    async with await open_store(config.storage) as store:
+        queue = JobQueue(store, EventBus(), config.limits, catalog=catalog)
         requeued, failed = await queue.restore(generation.max_attempts)
         log.info(
             "queue restored: %d waiting (%d re-queued after a crash, %d given up)",
@@ -48,7 +122,8 @@ async def bot_parts(config: Config, engine: Engine | None = None) -> AsyncIterat
             len(failed),
         )
         worker = Worker(engine, queue, max_batch=generation.max_batch)
-        bot = ImagineBot(Services(config, store, queue, has_safety_checker=engine.has_safety_checker))
+        await load_default_model(worker, generation.default_model)  # before any job runs
+        bot = ImagineBot(Services(config, store, queue, catalog, has_safety_checker=engine.has_safety_checker))
         worker.start()
         try:
             yield bot, worker
@@ -60,9 +135,15 @@ async def bot_parts(config: Config, engine: Engine | None = None) -> AsyncIterat
 async def run_bot(config: Config, token: str) -> None:
     """Run until the connection closes or the process is told to stop; the GPU loop stops gracefully."""
     point_discord_at(config.discord)
-    async with bot_parts(config) as (bot, worker):
+    async with bot_parts(config) as (bot, _worker):
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, lambda: asyncio.ensure_future(bot.close()))
-        worker.warm(config.generation.default_model)
-        await bot.start(token)
+        try:
+            await bot.login(token)
+        except aiohttp.ClientConnectionError as exc:  # a name that does not resolve, a closed port, TLS
+            where = "[discord] api_base" if config.discord.api_base else "this machine's network"
+            raise StartupError(
+                f"cannot reach Discord at {discord.http.Route.BASE} (check {where}): {_one_line(exc)}"
+            ) from None
+        await bot.connect()

@@ -46,10 +46,11 @@ def parameters_text(
     return "\n".join(lines)
 
 
-def png_bytes(image: Image.Image, parameters: str) -> bytes:
-    """Encode an image as PNG with the `parameters` text chunk."""
+def png_bytes(image: Image.Image, parameters: str | None = None) -> bytes:
+    """Encode an image as PNG with the `parameters` text chunk (none for pictures that are not results)."""
     info = PngInfo()
-    info.add_text("parameters", parameters)
+    if parameters is not None:
+        info.add_text("parameters", parameters)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", pnginfo=info)
     return buffer.getvalue()

@@ -94,13 +94,17 @@ class JobQueue:
         *,
         origin: dict[str, Any] | None = None,
         source: tuple[int, int] | None = None,
+        limits: Limits | None = None,
     ) -> Ticket:
-        """Check the model and limits, commit the job, then queue it; refusals name the rule and value."""
+        """Check the model and limits, commit the job, then queue it; refusals name the rule and value.
+
+        `limits`: the server's, when the caller has read its settings already (else read here).
+        """
         if self.catalog is not None:
             self.catalog.check(request)  # a mode or option the model lacks: refused before anything is stored
         # Checks and commit under one lock: two quick clicks must not both slip under a limit.
         async with self._admission:
-            await self._check_limits(request, requester)
+            await self._check_limits(request, requester, limits or await self.limits_for(requester.guild_id))
             job = await self.store.create_job(
                 request,
                 user_id=requester.user_id,
@@ -115,8 +119,7 @@ class JobQueue:
         self._changed()
         return Ticket(job=job, position=self.position(job.id) or 1, eta_seconds=self.eta(job.id))
 
-    async def _check_limits(self, request: GenerationRequest, requester: Requester) -> None:
-        limits = await self.limits_for(requester.guild_id)
+    async def _check_limits(self, request: GenerationRequest, requester: Requester, limits: Limits) -> None:
         check_request(request, limits)
         pending = await self.store.count_pending(requester.user_id)
         if pending >= limits.max_queued_per_user:

@@ -57,12 +57,9 @@ class Worker:
         self._task = asyncio.create_task(self.run(), name="gpu-worker")
         return self._task
 
-    def warm(self, model: str) -> None:
-        """Load a model on the GPU thread in the background, so the first job does not wait for it."""
-        future = self._executor.submit(self.engine.load, model)
-        future.add_done_callback(
-            lambda f: f.exception() and log.error("could not preload %s: %s", model, f.exception())
-        )
+    async def load(self, model: str) -> None:
+        """Load a model on the GPU thread (before start: so the first job does not wait for it)."""
+        await asyncio.get_running_loop().run_in_executor(self._executor, self.engine.load, model)
 
     async def run(self) -> None:
         """Take batches until stopped; never exits on a failure."""

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import discord
 from PIL import Image
 
 from bot import render
-from bot.answers import NO_MENTIONS, answer_error, may_manage, queue_for_interaction
+from bot.answers import answer_error, answer_unexpected, may_manage, queue_for_interaction
+from bot.render import NO_MENTIONS
 from generation.errors import InvalidRequest
 from generation.metadata import read_parameters
 from generation.request import GenerationRequest, Mode, random_seed
@@ -24,27 +26,46 @@ UPSCALE_STRENGTH = 0.3  # a high-resolution pass: sharpen and add detail, do not
 
 
 async def run_action(interaction: discord.Interaction, action: str, job_id: int, index: int | None) -> None:
-    """Dispatch a button click; every refusal is answered only to the clicker."""
+    """Dispatch a button click; refusals and unexpected errors are answered only to the clicker."""
     bot: ImagineBot = interaction.client  # type: ignore[assignment]
-    job = await bot.services.store.get_job(job_id)
-    if job is None:
-        await answer_error(interaction, "That job no longer exists.")
-        return
     try:
+        job = await bot.services.store.get_job(job_id)
+        if job is None:
+            raise InvalidRequest("That job no longer exists.")
         await _ACTIONS[action](interaction, bot, job, index or 0)
     except InvalidRequest as exc:
         await answer_error(interaction, exc.user_message)
+    except Exception as exc:  # else the clicker sees only "This interaction failed"
+        await answer_unexpected(interaction, exc, f"button {action} on job {job_id}")
 
 
-async def _source_image(bot: ImagineBot, job: JobRecord, index: int) -> Image.Image:
+async def _source_path(bot: ImagineBot, job: JobRecord, index: int) -> Path:
     records = await bot.services.store.images_for_job(job.id)
     if job.status is not JobStatus.DONE or not records:
         raise InvalidRequest("That job has no images (any more).")
     record = next((r for r in records if r.idx == index), None)
     if record is None:
         raise InvalidRequest(f"That job has no image {index + 1}.")
-    path = bot.services.store.image_path(record)
-    return await asyncio.to_thread(lambda: Image.open(path).convert("RGB"))
+    return bot.services.store.image_path(record)
+
+
+def _variation(path: Path, params: dict[str, Any]) -> GenerationRequest:
+    """img2img of a stored image, close to it. Decodes: run it in a worker thread."""
+    with Image.open(path) as opened:
+        image = opened.convert("RGB")
+    changes = {"mode": Mode.IMG2IMG.value, "strength": VARIATION_STRENGTH, "seed": random_seed()}
+    return GenerationRequest.from_params(params | changes, init_image=image)
+
+
+def _upscaled(path: Path, params: dict[str, Any]) -> GenerationRequest:
+    """A high-resolution img2img pass over a stored image at twice its size. Decodes and resizes: run it in a thread."""
+    with Image.open(path) as opened:
+        image = opened.convert("RGB")
+    width, height = image.width * 2, image.height * 2
+    changes = {"mode": Mode.IMG2IMG.value, "strength": UPSCALE_STRENGTH, "count": 1, "width": width, "height": height}
+    return GenerationRequest.from_params(
+        params | changes, init_image=image.resize((width, height), Image.Resampling.LANCZOS)
+    )
 
 
 async def _reroll(interaction, bot, job: JobRecord, index: int) -> None:
@@ -53,22 +74,12 @@ async def _reroll(interaction, bot, job: JobRecord, index: int) -> None:
 
 
 async def _vary(interaction, bot, job: JobRecord, index: int) -> None:
-    image = await _source_image(bot, job, index)
-    request = GenerationRequest.from_params(
-        job.params | {"mode": Mode.IMG2IMG.value, "strength": VARIATION_STRENGTH, "seed": random_seed()},
-        init_image=image,
-    )
+    request = await asyncio.to_thread(_variation, await _source_path(bot, job, index), job.params)
     await queue_for_interaction(interaction, request, source=(job.id, index))
 
 
 async def _upscale(interaction, bot, job: JobRecord, index: int) -> None:
-    image = await _source_image(bot, job, index)
-    width, height = image.width * 2, image.height * 2
-    request = GenerationRequest.from_params(
-        job.params
-        | {"mode": Mode.IMG2IMG.value, "strength": UPSCALE_STRENGTH, "count": 1, "width": width, "height": height},
-        init_image=image.resize((width, height), Image.Resampling.LANCZOS),
-    )
+    request = await asyncio.to_thread(_upscaled, await _source_path(bot, job, index), job.params)
     await queue_for_interaction(interaction, request, source=(job.id, index))
 
 
@@ -156,3 +167,7 @@ class EditModal(discord.ui.Modal, title="Edit prompt"):
             await queue_for_interaction(interaction, request, source=(self.job.id, 0))
         except InvalidRequest as exc:
             await answer_error(interaction, exc.user_message)
+
+    async def on_error(self, interaction: discord.Interaction, error: Exception) -> None:  # type: ignore[override]
+        """Log the unexpected and tell only this user (else they see "This interaction failed")."""
+        await answer_unexpected(interaction, error, f"Edit modal of job {self.job.id}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 import discord
@@ -9,9 +10,11 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.answers import answer_error, queue_for_interaction, read_attachment
+from bot.flags import PromptFlags
 from bot.moderation.gate import model_for
+from bot.moderation.policy import load_policy
 from generation.errors import InvalidRequest
-from generation.options import UserOptions, make_request
+from generation.options import make_request
 from generation.request import MAX_COUNT, MAX_GUIDANCE, MAX_SEED, MAX_STEPS
 from generation.samplers import sampler_names
 
@@ -67,30 +70,35 @@ class ImagineCog(commands.Cog):
         sampler: str | None = None,
     ) -> None:
         """Make a picture from a prompt"""
+        services = self.bot.services
+        asked = PromptFlags(
+            prompt=prompt,
+            negative=negative or "",
+            strength=strength,
+            seed=seed,
+            steps=steps,
+            guidance=guidance,
+            size=size.value if size else None,
+            model=model,
+            sampler=sampler,
+            count=count,
+        )
         try:
-            spec = await model_for(self.bot.services, interaction.guild_id, model)
+            # The server's policy, read once: its default model now, its rules and limits at the gate.
+            policy = await load_policy(services.store, services.config, interaction.guild_id)
+            spec = model_for(services.catalog, policy, asked.model)
             if image is not None or mask is not None:
                 await interaction.response.defer(thinking=True)  # downloading may take longer than 3 s
-            options = UserOptions(
-                prompt=prompt,
-                negative=negative or "",
-                size=size.value if size else None,
-                steps=steps,
-                guidance=guidance,
-                seed=seed,
-                count=count,
-                strength=strength,
-                sampler=sampler,
-                image=await read_attachment(image, "image"),
-                mask=await read_attachment(mask, "mask"),
-            )
-            await queue_for_interaction(interaction, make_request(spec, options))
+            options = asked.options(await read_attachment(image, "image"), await read_attachment(mask, "mask"))
+            request = await asyncio.to_thread(make_request, spec, options)  # decoding and resizing stay off the loop
+            await queue_for_interaction(interaction, request, policy=policy)
         except InvalidRequest as exc:
             await answer_error(interaction, exc.user_message)
 
     @imagine.autocomplete("model")
     async def _models(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-        models = self.bot.services.config.models
+        catalog = self.bot.services.catalog
+        models = [catalog.models[name] for name in catalog.names]  # models that failed to load are left out
         return [
             app_commands.Choice(name=f"{m.name} — {m.description}"[:100] if m.description else m.name, value=m.name)
             for m in models

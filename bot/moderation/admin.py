@@ -14,7 +14,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.answers import NO_MENTIONS, answer_error
+from bot.answers import answer_error
 from bot.moderation import report
 from bot.moderation.settings import (
     DM_SCOPE,
@@ -30,6 +30,7 @@ from bot.moderation.settings import (
     with_added,
     with_removed,
 )
+from bot.render import NO_MENTIONS
 from generation.errors import InvalidRequest
 
 if TYPE_CHECKING:
@@ -118,7 +119,7 @@ class AdminCog(commands.GroupCog, group_name="imagine-admin", group_description=
         key = getattr(interaction.namespace, "setting", None)
         options: list[str] = {
             "nsfw": list(NSFW_POLICIES),
-            "default_model": list(self.bot.services.config.model_map),
+            "default_model": self.bot.services.catalog.names,  # not the models that failed to load
             "dms": ["on", "off"],
         }.get(key, [])
         return [app_commands.Choice(name=o, value=o) for o in options if current.casefold() in o.casefold()][:25]

@@ -2,8 +2,9 @@
 
 `submit_job` is called by bot.answers.queue_for_interaction (/imagine, every button, the Edit and
 Remix modals) and by reply remix. It checks DMs, the block list, channels, roles and banned words,
-appends the server's negative prompt, sets the member's fair-share weight, records whether the
-channel is age-restricted, then hands over to JobQueue.submit, which checks the numeric limits.
+appends the server's negative prompt, sets the member's fair-share weight, records the server's NSFW
+setting and whether the channel is age-restricted, then hands over to JobQueue.submit, which checks
+the numeric limits. The policy is read once per request: whoever read it to pick the model passes it in.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import discord
 
 from bot.moderation.nsfw import previews_allowed
 from bot.moderation.policy import GuildPolicy, load_policy
+from generation.catalog import Catalog
 from generation.request import GenerationRequest
 from generation.specs import ModelSpec
 from jobs.queue import Requester, Ticket
@@ -59,11 +61,9 @@ def asker_from_message(message: discord.Message) -> Asker:
     return _asker(message.author, guild_id, message.channel, message.channel.id)
 
 
-async def model_for(services: Services, guild_id: int | None, name: str | None) -> ModelSpec:
-    """The model picked, else the server's default model, else the config's."""
-    if name is None:
-        name = (await load_policy(services.store, services.config, guild_id)).default_model
-    return services.model(name)
+def model_for(catalog: Catalog, policy: GuildPolicy, name: str | None) -> ModelSpec:
+    """The model picked, else the server's default model (itself the config's unless changed)."""
+    return catalog.spec(name or policy.default_model)
 
 
 def admit(policy: GuildPolicy, asker: Asker, request: GenerationRequest) -> tuple[GenerationRequest, Requester]:
@@ -90,14 +90,19 @@ async def submit_job(
     *,
     origin: dict[str, Any],
     source: tuple[int, int] | None = None,
+    policy: GuildPolicy | None = None,
 ) -> Ticket:
-    """Admit the request under the server's current policy, then queue it (JobQueue.submit checks the
-    numeric limits and commits the job); raises an InvalidRequest naming whatever refused it."""
-    policy = await load_policy(services.store, services.config, asker.guild_id)
+    """Admit the request under the server's policy (read now unless given), then queue it; refusals name the rule.
+
+    JobQueue.submit checks the numeric limits and commits the job.
+    """
+    if policy is None:
+        policy = await load_policy(services.store, services.config, asker.guild_id)
     request, requester = admit(policy, asker, request)
     checked = services.safety_checks(request.model)
     origin = origin | {
+        "nsfw": policy.nsfw,
         "channel_nsfw": asker.channel_nsfw,
         "previews": previews_allowed(policy.nsfw, asker.channel_nsfw, checked),
     }
-    return await services.queue.submit(request, requester, origin=origin, source=source)
+    return await services.queue.submit(request, requester, origin=origin, source=source, limits=policy.limits)

@@ -1,7 +1,8 @@
 """What happens to images a safety checker flagged: shown, spoilered or blocked, per the server's policy.
 
-The policy is read when the result is delivered (after a restart too); whether the channel was
-age-restricted is recorded in the job's origin when it was queued.
+The server's `nsfw` setting and whether the channel was age-restricted are recorded in the job's origin
+when it is queued (the policy is read once per job, at the gate), so delivery, after a restart too,
+decides without reading the settings again.
 """
 
 from __future__ import annotations
@@ -10,9 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from bot.moderation.settings import DEFAULT_NSFW, DM_SCOPE
+from bot.moderation.settings import DEFAULT_NSFW
 from storage.records import ImageRecord, JobRecord
-from storage.store import Store
 
 
 class Verdict(StrEnum):
@@ -48,13 +48,13 @@ class Screening:
     note: str
 
 
-async def screen(store: Store, job: JobRecord, records: Sequence[ImageRecord]) -> Screening:
-    """Apply the policy of the job's server (or of direct messages) to its stored images."""
+def screen(job: JobRecord, records: Sequence[ImageRecord]) -> Screening:
+    """Apply the NSFW policy recorded with the job (its server's, or that of direct messages) to its images."""
     if not any(r.nsfw for r in records):
         return Screening(frozenset(), False, "")
-    settings = await store.get_guild_settings(job.guild_id if job.guild_id is not None else DM_SCOPE)
-    policy = settings.get("nsfw", DEFAULT_NSFW)
-    channel_nsfw = bool((job.origin or {}).get("channel_nsfw"))
+    origin = job.origin or {}
+    policy = origin.get("nsfw", DEFAULT_NSFW)  # jobs queued before it was recorded: the strictest
+    channel_nsfw = bool(origin.get("channel_nsfw"))
     fates = {r.idx: verdict(policy, channel_nsfw, r.nsfw) for r in records}
     blocked = frozenset(i for i, fate in fates.items() if fate is Verdict.BLOCK)
     spoiler = Verdict.SPOILER in fates.values()

@@ -38,7 +38,7 @@ class GuildPolicy:
     negative_prompt: str
     nsfw: str
     default_model: str
-    dms: bool
+    dms: bool  # bot-wide: read for direct messages only
 
     def check_access(self, user_id: int, places: frozenset[int], role_ids: frozenset[int]) -> None:
         """Refuse, naming the setting, someone who may not make images here; `places` is the channel and its parents."""
@@ -103,7 +103,11 @@ def build_policy(
 
 
 async def load_policy(store: Store, config: Config, guild_id: int | None) -> GuildPolicy:
-    """A server's policy as stored right now (None: the policy for direct messages)."""
-    dm_stored = await store.get_guild_settings(DM_SCOPE)
-    stored = await store.get_guild_settings(guild_id) if guild_id is not None else {}
-    return build_policy(guild_id, stored, dm_stored, config)
+    """A server's policy as stored right now (None: the policy for direct messages), in one read.
+
+    Read it once per request and pass it on: the gate, the queue's limits and NSFW screening all use it.
+    A server's policy does not need the bot-wide settings (only `dms`, which only direct messages check).
+    """
+    if guild_id is None:
+        return build_policy(None, {}, await store.get_guild_settings(DM_SCOPE), config)
+    return build_policy(guild_id, await store.get_guild_settings(guild_id), {}, config)

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import torch
 from PIL import Image
 
-from generation.errors import InvalidRequest
+from generation.errors import Cancelled, InvalidRequest
 from generation.request import GenerationRequest, Mode
 from generation.results import StepProgress
 from generation.specs import ModelSpec
@@ -103,6 +103,26 @@ class Family(ABC):
     def core_module(self) -> torch.nn.Module:
         """The module that does the denoising (tests and benchmarks hook it)."""
         raise NotImplementedError
+
+
+def run_pipeline(
+    pipe: Any,
+    arguments: dict[str, object],
+    report: StepReporter,
+    preview: Callable[[torch.Tensor], Sequence[Image.Image]] | None,
+) -> list[Image.Image]:
+    """One diffusers call with per-step progress, previews of the latents, and cancel at the next step."""
+
+    def on_step_end(pipe: Any, index: int, timestep: Any, tensors: dict) -> dict:
+        if report.cancelled:
+            pipe._interrupt = True  # diffusers skips the remaining steps (the VAE decode still runs)
+        report.step(index + 1, pipe.num_timesteps, preview and (lambda: preview(tensors["latents"])))
+        return tensors
+
+    output = pipe(**arguments, callback_on_step_end=on_step_end, callback_on_step_end_tensor_inputs=["latents"])
+    if report.cancelled:
+        raise Cancelled("Cancelled.")
+    return list(output.images)
 
 
 def generators(requests: Sequence[GenerationRequest]) -> list[torch.Generator]:

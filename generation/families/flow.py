@@ -19,8 +19,8 @@ import torch
 from diffusers import AutoencoderTiny, DiffusionPipeline
 from PIL import Image
 
-from generation.errors import Cancelled, InvalidRequest
-from generation.families.base import Family, StepReporter, generators, per_image
+from generation.errors import InvalidRequest
+from generation.families.base import Family, StepReporter, generators, per_image, run_pipeline
 from generation.families.loading import is_local_path, load_pretrained
 from generation.preview import Previewer, TinyVaePreviewer
 from generation.request import GenerationRequest, Mode
@@ -198,22 +198,8 @@ class FlowMatchFamily(Family):
         pipe = self.pipeline(first.mode)
         pipe.scheduler = make_scheduler(None, self._scheduler)
         previewer = self._preview() if report.preview_every else None
-
-        def on_step_end(pipe: DiffusionPipeline, index: int, timestep: Any, tensors: dict) -> dict:
-            if report.cancelled:
-                pipe._interrupt = True  # diffusers skips the remaining steps
-            previews = previewer and (lambda: previewer(self.spatial(tensors["latents"], first.height, first.width)))
-            report.step(index + 1, pipe.num_timesteps, previews)
-            return tensors
-
-        output = pipe(
-            **self.arguments(requests),
-            callback_on_step_end=on_step_end,
-            callback_on_step_end_tensor_inputs=["latents"],
-        )
-        if report.cancelled:
-            raise Cancelled("Cancelled.")
-        return list(output.images), describe_scheduler(pipe.scheduler)
+        preview = previewer and (lambda latents: previewer(self.spatial(latents, first.height, first.width)))
+        return run_pipeline(pipe, self.arguments(requests), report, preview), describe_scheduler(pipe.scheduler)
 
     def arguments(self, requests: Sequence[GenerationRequest]) -> dict[str, object]:
         """The pipeline call's keywords for a batch (every mode takes height and width)."""

@@ -17,8 +17,7 @@ from diffusers import (
 )
 from PIL import Image
 
-from generation.errors import Cancelled
-from generation.families.base import Family, StepReporter, generators, per_image
+from generation.families.base import Family, StepReporter, generators, per_image, run_pipeline
 from generation.families.loading import is_local_path, load_pretrained
 from generation.preview import LinearPreviewer, Previewer, TinyVaePreviewer
 from generation.request import GenerationRequest, Mode
@@ -86,21 +85,8 @@ class StableDiffusion(Family):
         pipe = self.pipeline(first.mode)
         pipe.scheduler = make_scheduler(first.sampler, self._scheduler)
         previewer = self._preview() if report.preview_every else None
-
-        def on_step_end(pipe, index: int, timestep, tensors: dict) -> dict:
-            if report.cancelled:
-                pipe._interrupt = True  # diffusers skips the remaining steps
-            report.step(index + 1, pipe.num_timesteps, previewer and (lambda: previewer(tensors["latents"])))
-            return tensors
-
-        output = pipe(
-            **self._arguments(pipe, requests),
-            callback_on_step_end=on_step_end,
-            callback_on_step_end_tensor_inputs=["latents"],
-        )
-        if report.cancelled:
-            raise Cancelled("Cancelled.")
-        return list(output.images), first.sampler or describe_scheduler(pipe.scheduler)
+        images = run_pipeline(pipe, self._arguments(pipe, requests), report, previewer)
+        return images, first.sampler or describe_scheduler(pipe.scheduler)
 
     def _arguments(self, pipe: DiffusionPipeline, requests: Sequence[GenerationRequest]) -> dict[str, object]:
         first = requests[0]

@@ -37,11 +37,8 @@ def test_grid_is_two_by_two_for_four() -> None:
 
 def test_upload_keeps_png_when_it_fits_and_shrinks_when_it_does_not() -> None:
     data = noisy_png()
-    kept = render.fit_upload(data, "a", limit=len(data))
-    assert kept.filename == "a.png" and kept.fp.read() == data
-    small = render.fit_upload(data, "a", limit=len(data) // 4, spoiler=True)
-    assert small.filename == "SPOILER_a.jpg"
-    jpeg = small.fp.read()
-    assert len(jpeg) <= len(data) // 4 and Image.open(io.BytesIO(jpeg)).format == "JPEG"
+    assert render.fit_upload(data, limit=len(data)) == (data, "png")
+    jpeg, suffix = render.fit_upload(data, limit=len(data) // 4)
+    assert suffix == "jpg" and len(jpeg) <= len(data) // 4 and Image.open(io.BytesIO(jpeg)).format == "JPEG"
     with pytest.raises(ValueError, match="cannot fit"):
-        render.fit_upload(data, "a", limit=100)
+        render.fit_upload(data, limit=100)

@@ -21,16 +21,28 @@ RESULT_FILE = re.compile(r"^imagine-(\d+)\.(?:png|jpg)$")
 
 
 def write_config(
-    folder: Path, fake: FakeDiscord, model_dir: Path, *, limits: dict[str, int] | None = None, preview_every: int = 2
+    folder: Path,
+    fake: FakeDiscord,
+    model_dir: Path,
+    *,
+    limits: dict[str, int] | None = None,
+    preview_every: int = 2,
+    api_base: str | None = None,
+    more_models: dict[str, Path] | None = None,
 ) -> Path:
-    """A config for the tiny model with its data under `folder/data`; returns its path."""
+    """A config for the tiny model (the default; `more_models`: name → source) with its data under
+    `folder/data`, talking to the fake unless `api_base` says otherwise; returns its path."""
     limits = {"max_steps": 100, "max_queued_per_user": 20} | (limits or {})
     limit_lines = "\n".join(f"{key} = {value}" for key, value in limits.items())
+    model_tables = "".join(
+        f'\n[[models]]\nname = "{name}"\nsource = "{source}"\nsteps = 4\nwidth = 64\nheight = 64\n'
+        for name, source in {"tiny": model_dir, **(more_models or {})}.items()
+    )
     path = folder / "config.toml"
     path.write_text(
         f"""
 [discord]
-api_base = "{fake.api_base}"
+api_base = "{api_base or fake.api_base}"
 gateway_url = "{fake.gateway_url}"
 guild_ids = [{fake.guild.id}]
 
@@ -46,14 +58,7 @@ preview_every = {preview_every}
 
 [limits]
 {limit_lines}
-
-[[models]]
-name = "tiny"
-source = "{model_dir}"
-steps = 4
-width = 64
-height = 64
-"""
+{model_tables}"""
     )
     return path
 
