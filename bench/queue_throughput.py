@@ -138,6 +138,16 @@ class CountingEngine:
         self.calls: list[int] = []  # images per call
         self.busy_s = 0.0
 
+    @property
+    def resident(self) -> str | None:
+        """The wrapped engine's resident model (the worker's model affinity asks)."""
+        return self.engine.resident
+
+    @property
+    def load_seconds(self) -> float | None:
+        """How long the wrapped engine's last model load took."""
+        return self.engine.load_seconds
+
     def generate(self, requests: Sequence[GenerationRequest], on_progress=None, should_cancel=None):
         start = time.perf_counter()
         try:
@@ -159,7 +169,7 @@ async def run_once(engine: Engine, workload: list[Submission], unit_s: float, ma
     bus = TimedBus(len(workload))
     queue = JobQueue(store, bus, Limits.unlimited())
     counting = CountingEngine(engine)
-    worker = Worker(counting, queue, max_batch=max_batch)  # duck-typed: the worker only calls generate
+    worker = Worker(counting, queue, max_batch=max_batch)  # duck-typed: generate, resident, load_seconds
     submitted: dict[int, tuple[float, Submission]] = {}
     t0 = time.perf_counter()
 

@@ -49,23 +49,26 @@ async def _source_path(bot: ImagineBot, job: JobRecord, index: int) -> Path:
     return bot.services.store.image_path(record)
 
 
-def _variation(path: Path, params: dict[str, Any]) -> GenerationRequest:
-    """img2img of a stored image, close to it. Decodes: run it in a worker thread."""
+def _at_request_size(path: Path, width: int, height: int) -> Image.Image:
+    # A request's size is its model's input size: DeepFloyd IF's pictures are 4x (or 16x) the stage I size.
     with Image.open(path) as opened:
         image = opened.convert("RGB")
+    return image if image.size == (width, height) else image.resize((width, height), Image.Resampling.LANCZOS)
+
+
+def _variation(path: Path, params: dict[str, Any]) -> GenerationRequest:
+    """img2img of a stored image, close to it. Decodes: run it in a worker thread."""
+    image = _at_request_size(path, params["width"], params["height"])
     changes = {"mode": Mode.IMG2IMG.value, "strength": VARIATION_STRENGTH, "seed": random_seed()}
     return GenerationRequest.from_params(params | changes, init_image=image)
 
 
 def _upscaled(path: Path, params: dict[str, Any]) -> GenerationRequest:
     """A high-resolution img2img pass over a stored image at twice its size. Decodes and resizes: run it in a thread."""
-    with Image.open(path) as opened:
-        image = opened.convert("RGB")
-    width, height = image.width * 2, image.height * 2
+    width, height = params["width"] * 2, params["height"] * 2
+    image = _at_request_size(path, width, height)
     changes = {"mode": Mode.IMG2IMG.value, "strength": UPSCALE_STRENGTH, "count": 1, "width": width, "height": height}
-    return GenerationRequest.from_params(
-        params | changes, init_image=image.resize((width, height), Image.Resampling.LANCZOS)
-    )
+    return GenerationRequest.from_params(params | changes, init_image=image)
 
 
 async def _reroll(interaction, bot, job: JobRecord, index: int) -> None:

@@ -66,14 +66,17 @@ def model_for(catalog: Catalog, policy: GuildPolicy, name: str | None) -> ModelS
     return catalog.spec(name or policy.default_model)
 
 
-def admit(policy: GuildPolicy, asker: Asker, request: GenerationRequest) -> tuple[GenerationRequest, Requester]:
+def admit(
+    policy: GuildPolicy, asker: Asker, request: GenerationRequest, *, negative_applies: bool = True
+) -> tuple[GenerationRequest, Requester]:
     """Check everything the server decides beyond numeric limits; the request as it will run, and for whom.
 
     Raises NotAllowed (an InvalidRequest) naming the setting that refused. Moderators pass the same checks.
+    `negative_applies`: whether the model would use the server's negative prompt for this request.
     """
     policy.check_access(asker.user_id, asker.places, asker.role_ids)
     policy.check_prompt(request.prompt)
-    request = policy.apply_negative(request)
+    request = policy.apply_negative(request, negative_applies)
     requester = Requester(
         user_id=asker.user_id,
         guild_id=asker.guild_id,
@@ -98,7 +101,8 @@ async def submit_job(
     """
     if policy is None:
         policy = await load_policy(services.store, services.config, asker.guild_id)
-    request, requester = admit(policy, asker, request)
+    uses_negative = services.catalog.family(request.model).uses_negative(request)
+    request, requester = admit(policy, asker, request, negative_applies=uses_negative)
     checked = services.safety_checks(request.model)
     origin = origin | {
         "nsfw": policy.nsfw,

@@ -62,10 +62,14 @@ class GuildPolicy:
             shown = render.safe_text(found, 60)
             raise NotAllowed(f"Your prompt has a word this server does not allow: ||{shown}|| (`banned_words`).")
 
-    def apply_negative(self, request: GenerationRequest) -> GenerationRequest:
-        """The request with the server's negative prompt appended (once: rerolls already carry it)."""
+    def apply_negative(self, request: GenerationRequest, applies: bool = True) -> GenerationRequest:
+        """The request with the server's negative prompt appended (once: rerolls already carry it).
+
+        `applies`: whether the model would use it for this request (not at guidance 1 or below, where only
+        a refusal of the member's own negative prompt is right; the server's is left out).
+        """
         extra = self.negative_prompt
-        if not extra or extra in request.negative_prompt:
+        if not extra or extra in request.negative_prompt or not applies:
             return request
         negative = f"{request.negative_prompt}, {extra}" if request.negative_prompt else extra
         if len(negative) > MAX_PROMPT_CHARS:

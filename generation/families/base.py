@@ -75,6 +75,11 @@ class Family(ABC):
             raise InvalidRequest(
                 f"The model '{spec.name}' cannot use a negative prompt; leave it out or pick another model."
             )
+        if request.negative_prompt and not cls.uses_negative(request):
+            raise InvalidRequest(
+                f"A negative prompt needs guidance above 1, and this request has {request.guidance:g} "
+                f"(the model '{spec.name}' would ignore it): raise the guidance or leave the negative prompt out."
+            )
         if request.width % cls.size_multiple or request.height % cls.size_multiple:
             raise InvalidRequest(
                 f"The model '{spec.name}' needs a width and height that are multiples of {cls.size_multiple}, "
@@ -82,6 +87,11 @@ class Family(ABC):
             )
         if request.sampler and not cls.samplers:
             raise InvalidRequest(f"The model '{spec.name}' has its own sampler; leave the sampler out.")
+
+    @classmethod
+    def uses_negative(cls, request: GenerationRequest) -> bool:
+        """Whether this request's negative prompt would change the picture (CFG runs only above guidance 1)."""
+        return cls.negative_prompt and request.guidance > 1.0
 
     @classmethod
     def batch_key(cls, request: GenerationRequest) -> tuple[Any, ...]:

@@ -179,6 +179,11 @@ class DeepFloydIF(Family):
             )
 
     @classmethod
+    def uses_negative(cls, request: GenerationRequest) -> bool:
+        """Always: stage II guides at 4.0 whatever stage I's guidance."""
+        return True
+
+    @classmethod
     def check(cls, spec: ModelSpec, request: GenerationRequest) -> None:
         """The common refusals, a stage count IF has, and img2img/inpaint that would run no step."""
         super().check(spec, request)

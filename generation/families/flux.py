@@ -69,6 +69,11 @@ class Flux(FlowMatchFamily):
         return DEV_TOKENS if self.core_module().config.guidance_embeds else SCHNELL_TOKENS
 
     @classmethod
+    def uses_negative(cls, request: GenerationRequest) -> bool:
+        """Always: true CFG runs at its own scale, whatever the (embedded) guidance."""
+        return True
+
+    @classmethod
     def batch_key(cls, request: GenerationRequest) -> tuple[object, ...]:
         """True CFG is all or nothing per call: requests with and without a negative prompt run apart."""
         return (*request.batch_key, bool(request.negative_prompt))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -19,6 +20,7 @@ from generation.engine import Engine
 from generation.specs import ModelSpec
 from jobs.limits import Limits
 from jobs.worker import Worker
+from storage.records import JobRecord
 from tests.fake_discord import FakeDiscord, running_client
 
 
@@ -115,3 +117,13 @@ def decode(fake: FakeDiscord, attachment: dict) -> Image.Image:
 
 
 Predicate = Callable[[dict], bool]
+
+
+async def delivered_job(running: Running, job_id: int, timeout: float = 10.0) -> JobRecord:
+    """The job once its delivery is recorded: that happens just after the message is sent, so wait, not race."""
+    async with asyncio.timeout(timeout):
+        while True:
+            job = await running.store.get_job(job_id)
+            if job is not None and job.delivered_at is not None:
+                return job
+            await asyncio.sleep(0.02)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 from storage.records import JobStatus
-from tests.bot.conftest import button, has_image, slow_steps
+from tests.bot.conftest import button, delivered_job, has_image, slow_steps
 
 
 def progress_edits(fake, token: str) -> list:
@@ -47,12 +46,7 @@ async def test_after_the_token_expires_the_result_is_posted_mentioning_the_reque
         mentions = sent[-1].json["allowed_mentions"]
         assert mentions["parse"] == [] and [str(u) for u in mentions["users"]] == [str(fake.member.id)]
         job_id = int(button(message, "imagine:info").split(":")[2])
-        # Recorded right after the post returns: wait for it rather than race it.
-        for _ in range(500):
-            job = await running.store.get_job(job_id)
-            if job.delivered_where is not None:
-                break
-            await asyncio.sleep(0.02)
+        job = await delivered_job(running, job_id)
         assert job.delivered_where == f"channel:{message['id']}"
 
 
@@ -65,8 +59,8 @@ async def test_bot_stopped_between_queueing_and_delivery_delivers_once_after_res
         job_id = int(button(queued, "imagine:cancel").split(":")[2])
     async with start_bot(data=tmp_path / "data") as running:
         final = await handle.wait_for_original(has_image, timeout=60)
-        job = await running.store.get_job(job_id)
-        assert job.status is JobStatus.DONE and job.delivered_at is not None
+        job = await delivered_job(running, job_id)
+        assert job.status is JobStatus.DONE
         assert "survives restarts" in final["content"]
         # Buttons on the old message work with the new process.
         click = await fake.send_button_click(int(final["id"]), button(final, "imagine:info"))

@@ -13,7 +13,7 @@ from sd_parsers import ParserManager
 from bot.runner import bot_parts
 from generation.engine import Engine
 from generation.specs import ModelSpec
-from tests.bot.conftest import Running, decode, has_image, make_config
+from tests.bot.conftest import Running, button, decode, has_image, make_config
 from tests.fake_discord import FakeDiscord, running_client
 
 EPHEMERAL = 64
@@ -70,3 +70,20 @@ async def test_a_sampler_for_the_if_model_is_refused_to_the_user_only(start_if_b
         assert callback["data"]["flags"] & EPHEMERAL
         assert "has its own sampler" in callback["data"]["content"]
         assert await running.store.recent_jobs() == []
+
+
+async def test_vary_and_upscale_on_an_if_result_start_from_its_picture(start_if_bot) -> None:
+    async with start_if_bot() as running:
+        fake = running.fake
+        # 4 steps: Upscale at strength 0.3 runs int(4 x 0.3) = 1 step per stage.
+        job = {"prompt": "a sign", "model": "tiny-if", "seed": 3, "steps": 4}
+        handle = await fake.send_slash_command("imagine", job)
+        result = await handle.wait_for_original(has_image, timeout=90)
+        # The 256x256 picture is fitted back to the 64x64 stage I size (Vary) or twice it (Upscale: 512 out).
+        for action, size, stage_one in (("imagine:vary", (256, 256), 64), ("imagine:upscale", (512, 512), 128)):
+            click = await fake.send_button_click(int(result["id"]), button(result, action))
+            assert "Queued" in (await click.wait_for_callback())["data"]["content"], action
+            new = await click.wait_for_original(has_image, timeout=90)
+            job = await running.store.get_job(int(button(new, "imagine:info").split(":")[2]))
+            assert job.mode.value == "img2img" and job.params["width"] == stage_one, action
+            assert decode(fake, new["attachments"][0]).size == size, action

@@ -6,7 +6,7 @@ import re
 
 from sd_parsers import ParserManager
 
-from tests.bot.conftest import button, custom_ids, decode, has_image, mask_png, png
+from tests.bot.conftest import button, custom_ids, decode, delivered_job, has_image, mask_png, png
 
 EPHEMERAL = 64
 
@@ -27,8 +27,8 @@ async def test_txt2img_shows_queue_then_delivers_png_with_metadata(start_bot) ->
         assert image.size == (64, 64)
         assert {c.split(":")[1] for c in custom_ids(final)} == {"reroll", "vary", "upscale", "edit", "info", "delete"}
         job_id = int(button(final, "imagine:reroll").split(":")[2])
-        job = await running.store.get_job(job_id)
-        assert job.delivered_at is not None and job.user_id == fake.member.id
+        job = await delivered_job(running, job_id)
+        assert job.user_id == fake.member.id
 
 
 async def test_img2img_and_inpainting_from_attachments(start_bot) -> None:

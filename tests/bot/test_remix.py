@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tests.bot.conftest import button, decode, has_image, mask_png, png
+from tests.bot.conftest import button, decode, delivered_job, has_image, mask_png, png
 from tests.fake_discord import FakeDiscord
 
 EPHEMERAL = 64
@@ -43,7 +43,7 @@ async def test_reply_remixes_a_picture_and_our_reply_becomes_the_result(start_bo
         assert "img2img (strength 0.4)" in final["content"] and "seed 9" in final["content"]
         image = decode(fake, final["attachments"][0])
         assert image.width > image.height  # follows the picture's shape, not the model's square default
-        job = await running.store.get_job(job_id_of(final))
+        job = await delivered_job(running, job_id_of(final))
         assert (job.mode.value, job.params["strength"], job.params["seed"]) == ("img2img", 0.4, 9)
         assert job.prompt == "make it winter" and job.negative_prompt == "snow"
         assert (job.user_id, job.guild_id, job.channel_id) == (fake.other_member.id, fake.guild.id, fake.channel.id)

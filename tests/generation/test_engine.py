@@ -8,7 +8,7 @@ import torch
 from diffusers import AutoPipelineForText2Image, StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline
 
 from generation.engine import Engine
-from generation.errors import Cancelled, GenerationError, ModelUnavailable, OutOfMemory
+from generation.errors import Cancelled, GenerationError, InvalidRequest, ModelUnavailable, OutOfMemory
 from generation.request import Mode
 from generation.results import StepProgress
 from generation.specs import ModelSpec
@@ -206,3 +206,11 @@ def test_unknown_and_unreachable_models_are_named(engine: Engine, tmp_path) -> N
     empty = Engine({"dir": ModelSpec(name="dir", source=str(tmp_path))}, device="cpu")
     with pytest.raises(ModelUnavailable, match="no model_index.json"):
         empty.generate([txt2img(model="dir")])
+
+
+@pytest.mark.parametrize("guidance", [0.0, 1.0])
+def test_a_negative_prompt_the_model_would_ignore_is_refused(engine: Engine, guidance: float) -> None:
+    # Without CFG (guidance ≤ 1, as SD-Turbo runs) diffusers never reads the negative prompt.
+    with pytest.raises(InvalidRequest, match=rf"needs guidance above 1, and this request has {guidance:g}"):
+        engine.generate([txt2img(guidance=guidance, negative_prompt="blurry")])
+    assert engine.generate([txt2img(guidance=guidance)])  # without one it runs

@@ -87,6 +87,8 @@ def test_negative_prompt_is_appended_once_and_limits_follow_settings() -> None:
     assert once.negative_prompt == "blurry, gore"
     assert policy.apply_negative(once).negative_prompt == "blurry, gore"  # a reroll does not add it again
     assert policy.apply_negative(txt2img()).negative_prompt == "gore"
+    # Where the model would ignore it (guidance ≤ 1), the server's negative prompt is left out, not refused.
+    assert policy.apply_negative(txt2img(guidance=0.0), applies=False).negative_prompt == ""
     assert policy.limits.max_steps == 10 and policy.limits.max_count == CONFIG.limits.max_count
     assert policy.default_model == CONFIG.generation.default_model  # a model since removed falls back
 
