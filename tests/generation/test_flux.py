@@ -17,6 +17,7 @@ from generation.request import Mode
 from generation.results import StepProgress
 from generation.specs import ModelSpec
 from generation.tiny.flux import build_tiny_flux
+from tests.support.parity import assert_batch_equals_single
 from tests.support.requests import gradient, img2img, inpaint, pixels, square_mask, txt2img
 
 
@@ -125,14 +126,7 @@ def test_dev_embeds_guidance_and_reads_512_tokens(flux_engine: Engine, tiny_flux
 @pytest.mark.parametrize("make", [txt2img, img2img, inpaint], ids=["txt2img", "img2img", "inpaint"])
 def test_batch_equals_single_runs(flux_engine: Engine, make) -> None:
     requests = [flux(make, "a cat", seed=11, count=2), flux(make, "a dog", seed=5), flux(make, "a ship", seed=900)]
-    batched = flux_engine.generate(requests)
-    for request, batch_images in zip(requests, batched, strict=True):
-        (single_images,) = flux_engine.generate([request])
-        assert [i.seed for i in batch_images] == [i.seed for i in single_images]
-        for b, s in zip(batch_images, single_images, strict=True):
-            # As for SD (test_engine.py): batched kernels round differently, an odd pixel may move one level.
-            difference = np.abs(pixels(b.image) - pixels(s.image))
-            assert difference.max() <= 1 and difference.mean() < 0.01
+    assert_batch_equals_single(flux_engine, requests)
 
 
 def test_negative_prompt_is_true_cfg_equal_to_raw_and_costs_double(flux_engine: Engine, raw_flux: FluxPipeline) -> None:
@@ -161,11 +155,7 @@ def test_negative_prompt_is_true_cfg_equal_to_raw_and_costs_double(flux_engine: 
     assert Flux.cost(spec, request) == pytest.approx(2 * Flux.cost(spec, flux()), rel=0.01)
 
     negatives = [flux(negative_prompt="blurry", seed=3, count=2), flux(prompt="a dog", negative_prompt="dark", seed=9)]
-    for request, batch_images in zip(negatives, flux_engine.generate(negatives), strict=True):
-        (single_images,) = flux_engine.generate([request])
-        for b, s in zip(batch_images, single_images, strict=True):
-            difference = np.abs(pixels(b.image) - pixels(s.image))
-            assert difference.max() <= 1 and difference.mean() < 0.01
+    assert_batch_equals_single(flux_engine, negatives)
 
 
 def test_cancel_stops_at_the_next_step(flux_engine: Engine) -> None:

@@ -17,6 +17,7 @@ from generation.request import Mode
 from generation.results import StepProgress
 from generation.specs import ModelSpec
 from generation.tiny.sd3 import build_tiny_sd3
+from tests.support.parity import assert_batch_equals_single
 from tests.support.requests import gradient, img2img, inpaint, pixels, square_mask, txt2img
 
 
@@ -107,14 +108,7 @@ def test_batch_equals_single_runs(sd3_engine: Engine, make) -> None:
         sd3(make, "a dog", seed=5, negative_prompt="blurry"),  # CFG always runs: negatives may mix
         sd3(make, "a ship", seed=900),
     ]
-    batched = sd3_engine.generate(requests)
-    for request, batch_images in zip(requests, batched, strict=True):
-        (single_images,) = sd3_engine.generate([request])
-        assert [i.seed for i in batch_images] == [i.seed for i in single_images]
-        for b, s in zip(batch_images, single_images, strict=True):
-            # As for SD (test_engine.py): batched kernels round differently, an odd pixel may move one level.
-            difference = np.abs(pixels(b.image) - pixels(s.image))
-            assert difference.max() <= 1 and difference.mean() < 0.01
+    assert_batch_equals_single(sd3_engine, requests)
 
 
 def test_cancel_stops_at_the_next_step(sd3_engine: Engine) -> None:
