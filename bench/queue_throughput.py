@@ -144,6 +144,11 @@ class CountingEngine:
         return self.engine.resident
 
     @property
+    def resident_loras(self) -> frozenset[str]:
+        """The wrapped engine's loaded LoRAs (the worker's affinity asks)."""
+        return self.engine.resident_loras
+
+    @property
     def load_seconds(self) -> float | None:
         """How long the wrapped engine's last model load took."""
         return self.engine.load_seconds
@@ -169,7 +174,7 @@ async def run_once(engine: Engine, workload: list[Submission], unit_s: float, ma
     bus = TimedBus(len(workload))
     queue = JobQueue(store, bus, Limits.unlimited())
     counting = CountingEngine(engine)
-    worker = Worker(counting, queue, max_batch=max_batch)  # duck-typed: generate, resident, load_seconds
+    worker = Worker(counting, queue, max_batch=max_batch)  # duck-typed: generate, resident(_loras), load_seconds
     submitted: dict[int, tuple[float, Submission]] = {}
     t0 = time.perf_counter()
 

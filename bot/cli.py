@@ -9,7 +9,10 @@ import sys
 from pathlib import Path
 
 from bot.config import Config, ConfigError, load_config
-from generation.specs import MODEL_KINDS
+from generation.specs import LORA_KINDS, MODEL_KINDS
+
+# `tiny-model FILE --kind lora-sd` writes a tiny LoRA for the tiny model of that kind (not a model kind).
+TINY_LORA_KINDS = tuple(f"lora-{kind}" for kind in LORA_KINDS)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,18 +35,29 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--size", help="WxH such as 512x768, or an aspect ratio such as 3:2")
     gen.add_argument("--count", type=int, default=1)
     gen.add_argument("--sampler", help="A1111 sampler name, e.g. 'Euler a', 'DPM++ 2M Karras'")
+    gen.add_argument(
+        "--lora",
+        action="append",
+        default=[],
+        metavar="NAME[:WEIGHT]",
+        help="a configured LoRA or a LoRA file/directory, weight optional; repeatable (or <lora:NAME:W> in the prompt)",
+    )
     gen.add_argument("--out", type=Path, default=Path("out"))
     gen.add_argument("--config", type=Path)
 
-    tiny = commands.add_parser("tiny-model", help="write a tiny random-weight pipeline for tests")
-    tiny.add_argument("dir", type=Path)
-    tiny.add_argument("--kind", choices=MODEL_KINDS, default="sd")
+    tiny = commands.add_parser("tiny-model", help="write a tiny random-weight pipeline (or LoRA) for tests")
+    tiny.add_argument("dir", type=Path, help="a directory; for a LoRA, a directory or a .safetensors file")
+    tiny.add_argument("--kind", choices=(*MODEL_KINDS, *TINY_LORA_KINDS), default="sd")
 
     history = commands.add_parser("history", help="list recent jobs from the store")
     history.add_argument("--user", type=int)
     history.add_argument("--search")
     history.add_argument("--limit", type=int, default=20)
     history.add_argument("--config", type=Path)
+
+    from bot.local_train import add_train_parser  # the train command's many options live beside it
+
+    add_train_parser(commands)
     return parser
 
 
@@ -58,9 +72,14 @@ def _quiet_libraries() -> None:
 
 
 def _tiny_model(args: argparse.Namespace) -> int:
+    _quiet_libraries()
+    if args.kind in TINY_LORA_KINDS:
+        from generation.tiny.lora import write_tiny_lora
+
+        print(write_tiny_lora(args.dir, args.kind.removeprefix("lora-")))
+        return 0
     from generation.tiny import write_tiny_model
 
-    _quiet_libraries()
     print(write_tiny_model(args.dir, args.kind))
     return 0
 
@@ -124,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
         from bot.local import history
 
         return history(args, config)
+    if args.command == "train":
+        from bot.local_train import train
+
+        return train(args, config, _quiet_libraries)  # quietened after the cheap checks
     return 2
 
 

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from generation.specs import KIND_DEFAULTS, MODEL_KINDS, ModelSpec
+from generation.loras import check_weight
+from generation.specs import KIND_DEFAULTS, LORA_KINDS, MODEL_KINDS, LoraSpec, ModelSpec
 from jobs.limits import Limits
 
 
@@ -43,6 +44,7 @@ class GenerationConfig:
     max_batch: int = 4
     preview_every: int = 5
     max_attempts: int = 3
+    max_loras: int = 3
 
 
 DEFAULT_MODELS = (
@@ -73,11 +75,17 @@ class Config:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     limits: Limits = field(default_factory=Limits)
     models: tuple[ModelSpec, ...] = DEFAULT_MODELS
+    loras: tuple[LoraSpec, ...] = ()
 
     @property
     def model_map(self) -> dict[str, ModelSpec]:
         """Models by name, in config order."""
         return {m.name: m for m in self.models}
+
+    @property
+    def lora_map(self) -> dict[str, LoraSpec]:
+        """LoRAs by name, in config order."""
+        return {lora.name: lora for lora in self.loras}
 
 
 def _section(cls: type, data: dict[str, Any], where: str, base: Path) -> Any:
@@ -125,6 +133,37 @@ def _model(data: dict[str, Any], base: Path, index: int) -> ModelSpec:
     return ModelSpec(**data)
 
 
+_LORA_NAME_FORBIDDEN = set(':<>,"`')
+
+
+def _lora(data: dict[str, Any], base: Path, index: int) -> LoraSpec:
+    where = f"[[loras]] #{index + 1}"
+    unknown = set(data) - {f.name for f in fields(LoraSpec)}
+    if unknown:
+        raise ConfigError(f"{where} has unknown key(s): {', '.join(sorted(unknown))}")
+    for key in ("name", "source"):
+        if not isinstance(data.get(key), str) or not data[key].strip():
+            raise ConfigError(f"{where} needs a `{key}`")
+    data = dict(data)
+    name = data["name"] = data["name"].strip()
+    if _LORA_NAME_FORBIDDEN & set(name) or name != " ".join(name.split()):
+        raise ConfigError(f'{where}: name {name!r} cannot hold any of : < > , " ` (it is typed as <lora:NAME:0.8>)')
+    if data["source"].startswith("."):
+        data["source"] = str((base / data["source"]).resolve())
+    if data.get("kind", "sd") not in LORA_KINDS:
+        raise ConfigError(f"{where} kind must be one of {', '.join(LORA_KINDS)}, not {data['kind']!r}")
+    triggers = data.get("triggers", ())
+    if isinstance(triggers, str) or not all(isinstance(t, str) for t in triggers):
+        raise ConfigError(f'{where} triggers must be a list of words, such as ["sks dog"]')
+    data["triggers"] = tuple(triggers)
+    try:
+        data["weight"] = float(data.get("weight", 1.0))
+        check_weight(name, data["weight"])
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where} weight: {exc}") from None
+    return LoraSpec(**data)
+
+
 def load_config(path: Path | None) -> Config:
     """Read a TOML config; with no path, the built-in defaults."""
     if path is None:
@@ -137,15 +176,22 @@ def load_config(path: Path | None) -> Config:
         raise ConfigError(f"Config file {path} is not valid TOML: {exc}") from None
     base = path.resolve().parent
     sections = {"discord": DiscordConfig, "storage": StorageConfig, "generation": GenerationConfig, "limits": Limits}
-    unknown = set(raw) - set(sections) - {"models"}
+    unknown = set(raw) - set(sections) - {"models", "loras"}
     if unknown:
         raise ConfigError(f"{path} has unknown section(s): {', '.join(sorted(unknown))}")
     parts = {name: _section(cls, raw.get(name, {}), name, base) for name, cls in sections.items()}
     models = tuple(_model(m, base, i) for i, m in enumerate(raw.get("models", []))) or DEFAULT_MODELS
-    config = Config(**parts, models=models)
+    loras = tuple(_lora(lora, base, i) for i, lora in enumerate(raw.get("loras", [])))
+    names = [lora.name for lora in loras]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ConfigError(f"[[loras]] names must be unique; given more than once: {', '.join(twice)}")
+    config = Config(**parts, models=models, loras=loras)
     if config.generation.default_model not in config.model_map:
         raise ConfigError(
             f"[generation] default_model is {config.generation.default_model!r}, "
             f"but [[models]] only has: {', '.join(config.model_map)}"
         )
+    if config.generation.max_loras < 0:
+        raise ConfigError(f"[generation] max_loras must be 0 or more, not {config.generation.max_loras}")
     return config

@@ -60,6 +60,7 @@ class PromptFlags:
     model: str | None = None
     sampler: str | None = None
     count: int | None = None
+    loras: tuple[tuple[str, float | None], ...] = ()  # beside the prompt; `<lora:…>` tags stay in it
 
     def options(self, image: bytes | None = None, mask: bytes | None = None) -> UserOptions:
         """The options to build a request from (the model's name is looked up separately)."""
@@ -77,6 +78,7 @@ class PromptFlags:
             sampler=self.sampler,
             image=image,
             mask=mask,
+            loras=self.loras,
         )
 
 

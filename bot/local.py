@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING
 
 from bot.config import Config
 from bot.flags import PromptFlags
-from generation.errors import ModelUnavailable, UserFacingError
+from generation.errors import InvalidRequest, ModelUnavailable, UserFacingError
+from generation.loras import parse_weight
 from generation.request import GenerationRequest
-from generation.specs import KIND_DEFAULTS, SINGLE_FILE_SUFFIXES, ModelSpec
+from generation.specs import KIND_DEFAULTS, SINGLE_FILE_SUFFIXES, LoraSpec, ModelSpec
 from storage.files import write_atomic
 
 if TYPE_CHECKING:
@@ -46,6 +47,37 @@ def model_for_cli(catalog: Catalog, name: str | None) -> ModelSpec:
     )
 
 
+def loras_for_cli(
+    given: list[str], configured: dict[str, LoraSpec], model: ModelSpec
+) -> tuple[list[tuple[str, float | None]], dict[str, LoraSpec]]:
+    """`--lora NAME[:WEIGHT]` values as (name, weight), and the LoRAs known: the config's plus any given as a
+    file or directory (named after it, taken to fit the model)."""
+    chosen: list[tuple[str, float | None]] = []
+    known = dict(configured)
+    for value in given:
+        name, _, tail = value.rpartition(":")
+        if not name or (tail and not _is_number(tail)):  # no weight, or a colon inside a path
+            name, tail = value, ""
+        weight = parse_weight(tail, name) if tail else None
+        path = Path(name).expanduser()
+        if name not in configured and (path.is_file() or path.is_dir()):
+            adhoc = LoraSpec(name=path.stem, source=str(path.resolve()), kind=model.kind)  # type: ignore[arg-type]
+            if known.get(adhoc.name, adhoc) != adhoc:
+                raise InvalidRequest(f"--lora {value}: a LoRA called '{adhoc.name}' is already configured.")
+            known[adhoc.name] = adhoc
+            name = adhoc.name
+        chosen.append((name, weight))
+    return chosen, known
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _detect_kind(path: Path) -> str:
     index = path / "model_index.json"
     name = json.loads(index.read_text()).get("_class_name", "") if index.is_file() else ""
@@ -63,10 +95,11 @@ def _free_path(directory: Path, stem: str) -> Path:
     return candidate
 
 
-async def _generate(args: argparse.Namespace, config: Config, spec: ModelSpec, request: GenerationRequest) -> int:
+async def _generate(
+    args: argparse.Namespace, config: Config, spec: ModelSpec, request: GenerationRequest, catalog: Catalog
+) -> int:
     from tqdm import tqdm
 
-    from generation.catalog import Catalog
     from generation.engine import Engine
     from jobs.events import EventBus, JobDone, JobFailed, JobProgress, JobQueued
     from jobs.limits import Limits
@@ -74,12 +107,18 @@ async def _generate(args: argparse.Namespace, config: Config, spec: ModelSpec, r
     from jobs.worker import Worker
     from storage.store import Store
 
-    engine = Engine({spec.name: spec}, device=config.generation.device, dtype=config.generation.dtype, preview_every=0)
+    engine = Engine(
+        {spec.name: spec},
+        device=config.generation.device,
+        dtype=config.generation.dtype,
+        preview_every=0,
+        loras=catalog.loras,
+    )
     engine.load(spec.name)  # before the progress bar, so loading does not look like a stalled step
     async with await Store.open(config.storage.path, config.storage.images_dir) as store:
         bus = EventBus()
         # The operator's own command: no server limits, and no other jobs in this queue.
-        queue = JobQueue(store, bus, Limits.unlimited(), catalog=Catalog([spec], spec.name))
+        queue = JobQueue(store, bus, Limits.unlimited(), catalog=catalog)
         worker = Worker(engine, queue, max_batch=config.generation.max_batch)
         with bus.subscribe() as events:
             ticket = await queue.submit(request, Requester(user_id=LOCAL_USER), origin={"cli": True})
@@ -114,6 +153,7 @@ def generate(args: argparse.Namespace, config: Config) -> int:
 
     try:
         spec = model_for_cli(Catalog(config.models, config.generation.default_model), args.model)
+        given, known = loras_for_cli(args.lora, config.lora_map, spec)
         asked = PromptFlags(
             prompt=args.prompt,
             negative=args.negative,
@@ -125,10 +165,13 @@ def generate(args: argparse.Namespace, config: Config) -> int:
             model=args.model,
             sampler=args.sampler,
             count=args.count,
+            loras=tuple(given),
         )
         image, mask = (path.read_bytes() if path else None for path in (args.image, args.mask))
-        request = make_request(spec, asked.options(image, mask))
-        return asyncio.run(_generate(args, config, spec, request))
+        request = make_request(spec, asked.options(image, mask), loras=known)
+        catalog = Catalog([spec], spec.name, loras=known, max_loras=config.generation.max_loras)
+        catalog.check(request)  # before the model loads: an unknown LoRA is refused at once
+        return asyncio.run(_generate(args, config, spec, request, catalog))
     except OSError as exc:
         print(f"imagine-bot: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
         return 2

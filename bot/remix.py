@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -26,7 +27,7 @@ from bot.render import NO_MENTIONS, SOMETHING_WENT_WRONG
 from generation.errors import InvalidRequest
 from generation.options import make_request
 from generation.request import GenerationRequest
-from generation.specs import ModelSpec
+from generation.specs import LoraSpec, ModelSpec
 from storage.store import Store
 
 if TYPE_CHECKING:
@@ -99,11 +100,17 @@ async def job_source(store: Store, job_id: int | None) -> tuple[int, int] | None
     return (job_id, 0)
 
 
-async def build_request(spec: ModelSpec, flags: PromptFlags, image: bytes, mask: bytes | None) -> GenerationRequest:
-    """img2img of `image` (inpainting with `mask`), its size following the picture unless --size says."""
+async def build_request(
+    spec: ModelSpec, flags: PromptFlags, image: bytes, mask: bytes | None, loras: Mapping[str, LoraSpec]
+) -> GenerationRequest:
+    """img2img of `image` (inpainting with `mask`), its size following the picture unless --size says.
+
+    `<lora:NAME:WEIGHT>` tags in the prompt pick LoRAs; `loras` (the catalog's) give their default weights.
+    """
     if flags.strength is None:
         flags = replace(flags, strength=REMIX_STRENGTH)
-    return await asyncio.to_thread(make_request, spec, flags.options(image, mask))  # decoding stays off the loop
+    options = flags.options(image, mask)
+    return await asyncio.to_thread(make_request, spec, options, loras=loras)  # decoding stays off the loop
 
 
 class RemixModal(discord.ui.Modal, title="Remix"):
@@ -141,7 +148,7 @@ class RemixModal(discord.ui.Modal, title="Remix"):
             policy = await load_policy(services.store, services.config, interaction.guild_id)  # once per remix
             spec = model_for(services.catalog, policy, flags.model)
             await interaction.response.defer(thinking=True)  # downloading may take longer than 3 s
-            request = await build_request(spec, flags, await self.picture.read(bot.http), None)
+            request = await build_request(spec, flags, await self.picture.read(bot.http), None, services.catalog.loras)
             source = await job_source(services.store, self.job_id)
             await queue_for_interaction(interaction, request, source=source, policy=policy)
         except InvalidRequest as exc:
@@ -216,7 +223,7 @@ class RemixCog(commands.Cog):
         spec = model_for(services.catalog, policy, flags.model)
         image = await picture.read(self.bot.http)
         mask = await read_attachment(image_attachment(message), "mask")
-        request = await build_request(spec, flags, image, mask)
+        request = await build_request(spec, flags, image, mask, services.catalog.loras)
         source = await job_source(services.store, job_id_on(target) if target.author.id == self.bot.user.id else None)
         guild = message.guild
         origin = {

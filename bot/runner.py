@@ -12,6 +12,7 @@ import logging
 import signal
 import sqlite3
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import discord
@@ -51,7 +52,12 @@ def point_discord_at(settings: DiscordConfig) -> None:
 
 def build_catalog(config: Config) -> Catalog:
     """The configured models, their local files checked: a missing default stops the start, others are hidden."""
-    catalog = Catalog(config.models, config.generation.default_model)
+    catalog = Catalog(
+        config.models, config.generation.default_model, loras=config.loras, max_loras=config.generation.max_loras
+    )
+    for lora in config.loras:
+        if lora.source.startswith(("/", ".", "~")) and not Path(lora.source).expanduser().exists():
+            log.warning("LoRA %s: %s does not exist; requests using it will fail until it does", lora.name, lora.source)
     missing: list[str] = []
     for spec in config.models:
         try:
@@ -110,7 +116,11 @@ async def bot_parts(config: Config, engine: Engine | None = None) -> AsyncIterat
     generation = config.generation
     catalog = build_catalog(config)
     engine = engine or Engine(
-        config.model_map, device=generation.device, dtype=generation.dtype, preview_every=generation.preview_every
+        config.model_map,
+        device=generation.device,
+        dtype=generation.dtype,
+        preview_every=generation.preview_every,
+        loras=config.lora_map,
     )
     async with await open_store(config.storage) as store:
         queue = JobQueue(store, EventBus(), config.limits, catalog=catalog)

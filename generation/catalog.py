@@ -11,8 +11,11 @@ from generation.families.deepfloyd_if import DeepFloydIF
 from generation.families.flux import Flux
 from generation.families.sd3 import StableDiffusion3
 from generation.families.stable_diffusion import StableDiffusion
+from generation.loras import closest, shown
 from generation.request import GenerationRequest
-from generation.specs import ModelSpec
+from generation.specs import LoraSpec, ModelSpec
+
+DEFAULT_MAX_LORAS = 3
 
 FAMILIES: dict[str, type[Family]] = {
     kind: family for family in (StableDiffusion, DeepFloydIF, Flux, StableDiffusion3) for kind in family.kinds
@@ -28,13 +31,23 @@ def family_for(kind: str) -> type[Family]:
 
 
 class Catalog:
-    """Models users can pick, by name; models that failed their start-up check are kept out."""
+    """Models and LoRAs users can pick, by name; models that failed their start-up check are kept out."""
 
-    def __init__(self, models: Iterable[ModelSpec] | Mapping[str, ModelSpec], default: str | None = None) -> None:
+    def __init__(
+        self,
+        models: Iterable[ModelSpec] | Mapping[str, ModelSpec],
+        default: str | None = None,
+        *,
+        loras: Iterable[LoraSpec] | Mapping[str, LoraSpec] = (),
+        max_loras: int = DEFAULT_MAX_LORAS,
+    ) -> None:
         specs = models.values() if isinstance(models, Mapping) else models
         self.models: dict[str, ModelSpec] = {spec.name: spec for spec in specs}
         self.default = default or next(iter(self.models), None)
         self.broken: dict[str, str] = {}  # name → why it cannot be loaded
+        lora_specs = loras.values() if isinstance(loras, Mapping) else loras
+        self.loras: dict[str, LoraSpec] = {spec.name: spec for spec in lora_specs}
+        self.max_loras = max_loras
 
     def mark_broken(self, name: str, reason: str) -> None:
         """Hide a model that cannot be loaded; its requests are refused with the reason."""
@@ -58,10 +71,42 @@ class Catalog:
         """The family of a configured model."""
         return family_for(self.spec(name).kind)
 
+    def loras_for(self, name: str | None) -> list[LoraSpec]:
+        """The LoRAs that fit a model (the default when None), for autocomplete; none for an unknown model."""
+        spec = self.models.get(name or self.default or "")
+        if spec is None or not family_for(spec.kind).loras:
+            return []
+        return [lora for lora in self.loras.values() if lora.kind == spec.kind]
+
     def check(self, request: GenerationRequest) -> None:
         """Refuse what the request's model cannot do, naming the model and what it can do."""
         spec = self.spec(request.model)
         family_for(spec.kind).check(spec, request)
+        self._check_loras(spec, request)
+
+    def _check_loras(self, spec: ModelSpec, request: GenerationRequest) -> None:
+        if not request.loras:
+            return
+        if len(request.loras) > self.max_loras:
+            raise InvalidRequest(
+                f"This request uses {len(request.loras)} LoRAs; the limit is {self.max_loras} at once."
+            )
+        if not family_for(spec.kind).loras:
+            raise InvalidRequest(f"The model '{spec.name}' ({spec.kind}) cannot use LoRAs; leave them out.")
+        for name, _ in request.loras:
+            lora = self.loras.get(name)
+            if lora is None:
+                near = closest(name, self.loras)
+                hint = f" Did you mean: {', '.join(near)}?" if near else ""
+                fitting = ", ".join(lora.name for lora in self.loras_for(spec.name)) or "none"
+                raise InvalidRequest(
+                    f"There is no LoRA called '{shown(name)}'.{hint} LoRAs for '{spec.name}': {fitting}."[:1800]
+                )
+            if lora.kind != spec.kind:
+                raise InvalidRequest(
+                    f"The LoRA '{name}' is made for {lora.kind} models, and the model '{spec.name}' is of kind "
+                    f"{spec.kind}: pick a {lora.kind} model or another LoRA."
+                )
 
     def batch_key(self, request: GenerationRequest) -> tuple[Any, ...]:
         """Which requests may share one call, for the request's model's family."""

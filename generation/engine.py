@@ -11,13 +11,14 @@ import torch
 
 from generation.catalog import family_for
 from generation.device import resolve_device, resolve_dtype
-from generation.errors import GenerationError, ModelUnavailable, OutOfMemory, UserFacingError
+from generation.errors import GenerationError, InvalidRequest, ModelUnavailable, OutOfMemory, UserFacingError
 from generation.families.base import Family, StepReporter
+from generation.loras import a1111_short_hash, weights_file
 from generation.metadata import parameters_text
 from generation.request import GenerationRequest
 from generation.results import GeneratedImage, StepProgress
 from generation.safety import DiffusersSafetyChecker, SafetyChecker
-from generation.specs import ModelSpec
+from generation.specs import LoraSpec, ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,12 @@ class Engine:
         dtype: str = "auto",
         preview_every: int = 5,
         safety_checkers: Mapping[str, SafetyChecker] | None = None,
+        loras: Mapping[str, LoraSpec] | None = None,
     ) -> None:
         self.models = dict(models)
+        # LoRAs by the name requests use; sources stay here, never in requests (they are not user data).
+        self.loras = dict(loras or {})
+        self._hashes: dict[tuple[str, int, int], str] = {}  # (file, size, mtime) → A1111 short hash
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.preview_every = preview_every
@@ -56,6 +61,18 @@ class Engine:
     def resident(self) -> str | None:
         """The name of the model now on the device, if any."""
         return self._resident.spec.name if self._resident else None
+
+    @property
+    def resident_loras(self) -> frozenset[str]:
+        """Names of the LoRAs loaded into the resident model (switching among them costs no load)."""
+        return self._resident.resident_loras if self._resident else frozenset()
+
+    def lora(self, name: str) -> LoraSpec:
+        """A LoRA by name, or a refusal naming it."""
+        try:
+            return self.loras[name]
+        except KeyError:
+            raise ModelUnavailable(f"There is no LoRA called '{name}' on this GPU worker.") from None
 
     def has_safety_checker(self, name: str) -> bool:
         """Whether images of this model are checked for NSFW content (flags are None when not)."""
@@ -108,9 +125,15 @@ class Engine:
         try:
             for request in requests:
                 family.check(spec, request)
+            loras = [(self.lora(name), weight) for name, weight in first.loras]
+            for lora, _ in loras:
+                if lora.kind != spec.kind:  # the catalog refuses this at the door; a wrong file would load half
+                    raise InvalidRequest(f"The LoRA '{lora.name}' is for {lora.kind} models, not {spec.kind}.")
             loaded = self.load(spec.name)
+            loaded.use_loras(loras)
             images, sampler = loaded.run(requests, StepReporter(on_progress, should_cancel, self.preview_every))
             flags = self._safety_flags(spec, images)
+            hashes = self._lora_hashes([lora for lora, _ in loras])
         except torch.OutOfMemoryError as exc:
             raise OutOfMemory(
                 f"The GPU ran out of memory making {count} image(s) at {first.width}x{first.height}. "
@@ -123,7 +146,7 @@ class Engine:
             raise GenerationError(
                 f"Generation failed ({type(exc).__name__}); it has been logged. Try again or change the settings."
             ) from exc
-        return self._split(requests, images, flags, sampler, spec)
+        return self._split(requests, images, flags, sampler, spec, hashes)
 
     def _safety_flags(self, spec: ModelSpec, images: list) -> list[bool | None]:
         checker = self._checkers.get(spec.name)
@@ -134,6 +157,20 @@ class Engine:
             return [None] * len(images)
         return list(checker(images))
 
+    def _lora_hashes(self, loras: Sequence[LoraSpec]) -> dict[str, str]:
+        """A1111's short hash of each LoRA whose file is on this machine (others are left out of the PNG)."""
+        hashes = {}
+        for lora in loras:
+            path = weights_file(lora)
+            if path is None:
+                continue
+            stat = path.stat()
+            key = (str(path), stat.st_size, stat.st_mtime_ns)  # a file trained again gets a new hash
+            if key not in self._hashes:
+                self._hashes[key] = a1111_short_hash(path)
+            hashes[lora.name] = self._hashes[key]
+        return hashes
+
     @staticmethod
     def _split(
         requests: Sequence[GenerationRequest],
@@ -141,6 +178,7 @@ class Engine:
         flags: list[bool | None],
         sampler: str,
         spec: ModelSpec,
+        lora_hashes: Mapping[str, str],
     ) -> list[list[GeneratedImage]]:
         results, position = [], 0
         for request in requests:
@@ -151,7 +189,9 @@ class Engine:
                         image=images[position],
                         seed=seed,
                         index=index,
-                        parameters=parameters_text(request, seed, sampler, spec.name, images[position].size),
+                        parameters=parameters_text(
+                            request, seed, sampler, spec.name, images[position].size, lora_hashes
+                        ),
                         nsfw=flags[position],
                     )
                 )

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from generation.request import GenerationRequest, Mode
+
+_NAME_SYMBOLS = str.maketrans("", "", ':,"')
 
 
 def _clean(text: str) -> str:
@@ -21,10 +24,12 @@ def parameters_text(
     sampler: str,
     model: str | None = None,
     size: tuple[int, int] | None = None,
+    lora_hashes: Mapping[str, str] | None = None,
 ) -> str:
     """The `parameters` chunk text: prompt, negative prompt line, then `Key: value` pairs.
 
     `size` is the picture's own, where a family's output differs from the request (IF's stages upscale).
+    `lora_hashes`: A1111's short hash by LoRA name, written as A1111 does (`Lora hashes: "name: hash, …"`).
     """
     width, height = size or (request.width, request.height)
     lines = [_clean(request.prompt)]
@@ -42,6 +47,11 @@ def parameters_text(
         fields.append(f"Denoising strength: {request.strength:g}")
     if request.mode is Mode.INPAINT:
         fields.append("Mask mode: Inpaint masked")
+    hashes = [(name, lora_hashes[name]) for name, _ in request.loras if lora_hashes and name in lora_hashes]
+    if hashes:
+        # A1111 drops ':' and ',' from the names, and quotes the value because it holds both.
+        listed = ", ".join(f"{_clean(name).translate(_NAME_SYMBOLS)}: {value}" for name, value in hashes)
+        fields.append(f'Lora hashes: "{listed}"')
     lines.append(", ".join(fields))
     return "\n".join(lines)
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from generation.catalog import family_for
 from generation.errors import InvalidRequest
 from generation.images import DEFAULT_LIMITS, ImageLimits, prepare_inputs, size_for_image
+from generation.loras import Given, loras_for_prompt
 from generation.request import GenerationRequest, Mode, random_seed
 from generation.samplers import resolve_sampler
-from generation.specs import ModelSpec
+from generation.specs import LoraSpec, ModelSpec
 
 _SIZE = re.compile(r"^\s*(\d+)\s*[x×*]\s*(\d+)\s*$", re.IGNORECASE)
 _ASPECT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*:\s*(\d+(?:\.\d+)?)\s*$")
@@ -31,6 +33,7 @@ class UserOptions:
     sampler: str | None = None
     image: bytes | None = None
     mask: bytes | None = None
+    loras: tuple[Given, ...] = ()  # picked beside the prompt (/imagine lora:, --lora); weight None: its default
 
 
 def parse_size(text: str, target_pixels: int, multiple: int = 8) -> tuple[int, int]:
@@ -44,8 +47,19 @@ def parse_size(text: str, target_pixels: int, multiple: int = 8) -> tuple[int, i
     raise InvalidRequest(f"Size '{text}' is not like 512x768 or 3:2 (aspect ratios up to 4:1).")
 
 
-def make_request(spec: ModelSpec, options: UserOptions, limits: ImageLimits = DEFAULT_LIMITS) -> GenerationRequest:
-    """Apply the model's defaults, decode any images, and validate everything."""
+def make_request(
+    spec: ModelSpec,
+    options: UserOptions,
+    limits: ImageLimits = DEFAULT_LIMITS,
+    loras: Mapping[str, LoraSpec] | None = None,
+) -> GenerationRequest:
+    """Apply the model's defaults, decode any images, and validate everything.
+
+    LoRAs come from the prompt's `<lora:NAME:WEIGHT>` tags and `options.loras`, which are added to the prompt
+    as tags (A1111 keeps them there); `loras` gives the default weights. Unknown names are refused by the
+    catalog's check, before anything is stored.
+    """
+    prompt, chosen = loras_for_prompt(options.prompt, options.loras, loras or {})
     if options.mask is not None and options.image is None:
         raise InvalidRequest("A mask needs an image to go with it.")
     # Aspect ratios and pictures are sized to what the model's family can take (FLUX and SD3: multiples of 16).
@@ -61,7 +75,7 @@ def make_request(spec: ModelSpec, options: UserOptions, limits: ImageLimits = DE
     width, height = size or (spec.width, spec.height)
     sampler = options.sampler or spec.sampler
     return GenerationRequest(
-        prompt=options.prompt,
+        prompt=prompt,
         negative_prompt=options.negative,
         model=spec.name,
         mode=mode,
@@ -73,6 +87,7 @@ def make_request(spec: ModelSpec, options: UserOptions, limits: ImageLimits = DE
         count=options.count,
         strength=options.strength if options.strength is not None else 0.75,
         sampler=resolve_sampler(sampler) if sampler else None,
+        loras=chosen,
         init_image=init,
         mask=mask,
     )

@@ -11,6 +11,7 @@ from typing import Any
 from PIL import Image
 
 from generation.errors import InvalidRequest
+from generation.loras import check_weight
 
 MAX_PROMPT_CHARS = 2000
 MAX_STEPS = 150
@@ -63,6 +64,8 @@ class GenerationRequest:
     count: int = 1
     strength: float = 0.75
     sampler: str | None = None
+    # (name, weight) sorted by name: the adapters of the whole call (see generation.loras for prompt tags).
+    loras: tuple[tuple[str, float], ...] = ()
     init_image: Image.Image | None = field(default=None, compare=False, repr=False)
     mask: Image.Image | None = field(default=None, compare=False, repr=False)
 
@@ -70,6 +73,8 @@ class GenerationRequest:
         object.__setattr__(self, "mode", Mode(self.mode))
         object.__setattr__(self, "prompt", without_control_chars(self.prompt).strip())
         object.__setattr__(self, "negative_prompt", without_control_chars(self.negative_prompt or "").strip())
+        # Stored as JSON lists; sorted so the same LoRAs in any order batch together and compare equal.
+        object.__setattr__(self, "loras", tuple(sorted((str(n).strip(), float(w)) for n, w in self.loras or ())))
         self._validate()
 
     def _validate(self) -> None:
@@ -93,7 +98,18 @@ class GenerationRequest:
             raise InvalidRequest(f"The seed must be between 0 and {MAX_SEED}, not {self.seed}.")
         if not 0.0 < self.strength <= 1.0:
             raise InvalidRequest(f"Strength must be above 0 and at most 1, not {self.strength:g}.")
+        self._validate_loras()
         self._validate_images()
+
+    def _validate_loras(self) -> None:
+        names = [name for name, _ in self.loras]
+        if len(set(names)) != len(names):
+            twice = next(name for name in names if names.count(name) > 1)
+            raise InvalidRequest(f"The LoRA '{twice}' is given twice: give it once, with one weight.")
+        for name, weight in self.loras:
+            if not name:
+                raise InvalidRequest("A LoRA needs a name.")
+            check_weight(name, weight)
 
     def _validate_images(self) -> None:
         if self.mode is Mode.TXT2IMG:
@@ -142,6 +158,7 @@ class GenerationRequest:
             self.guidance,
             self.sampler,
             strength,
+            self.loras,  # adapters apply to the whole call: one set (and weights) per batch
         )
 
     def params(self) -> dict[str, Any]:
@@ -159,6 +176,7 @@ class GenerationRequest:
             "count": self.count,
             "strength": self.strength,
             "sampler": self.sampler,
+            "loras": [[name, weight] for name, weight in self.loras],
         }
 
     @classmethod

@@ -8,6 +8,9 @@ from typing import Literal
 ModelKind = Literal["sd", "sdxl", "if", "flux", "sd3"]
 MODEL_KINDS: tuple[str, ...] = ("sd", "sdxl", "if", "flux", "sd3")
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+# The base kinds a LoRA can be made for; each needs its family's diffusers LoRA loader.
+LoraKind = Literal["sd", "sdxl", "flux"]
+LORA_KINDS: tuple[str, ...] = ("sd", "sdxl", "flux")
 
 
 @dataclass(frozen=True)
@@ -58,3 +61,16 @@ class ModelSpec:
     def pixels(self) -> int:
         """The default image area, used to size img2img outputs."""
         return self.width * self.height
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    """A LoRA users can add to a prompt: where its weights are and which kind of model it fits."""
+
+    name: str  # what users type: `<lora:NAME:0.8>` or /imagine lora:NAME
+    source: str  # a .safetensors file, a directory holding one, or a hub id
+    kind: LoraKind = "sd"  # the base kind it was trained on; other kinds refuse it
+    weight: float = 1.0  # used when the prompt gives none (`<lora:NAME>`)
+    triggers: tuple[str, ...] = ()  # words it was trained to respond to, shown in the picker
+    description: str = ""
+    weight_name: str | None = None  # the file inside a directory or hub repo, when there are several

@@ -29,7 +29,9 @@ Model affinity: switching the GPU's resident model costs a load (seconds to a mi
 start with a job whose model is resident instead of the fair pick, but only one whose flows are at most
 `window` (pixel-steps of virtual time) ahead at both levels: its guild's tag against the fair pick's
 guild, its user's tag against the least-served user of its guild. The chosen job is charged as usual, so
-the bound above grows by `window` and no more (tests/jobs/test_model_affinity.py checks it).
+the bound above grows by `window` and no more (tests/jobs/test_model_affinity.py checks it). A preference
+may rank (an int, higher is better, e.g. resident model and LoRAs > resident model > neither): the best-ranked
+job within the window goes first, the earliest of equals.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class QueuedJob:
     images: int = 1  # images this job produces; counts toward a batch's max_images
     weight: float = 1.0  # the user's share weight when this job was queued
     model: str | None = None  # which model it runs on, for model affinity
+    adapters: frozenset[str] = frozenset()  # the LoRAs it needs: with `model`, the affinity key
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.cost) and self.cost > 0):
@@ -137,13 +140,13 @@ class FairQueue:
         self._key_counts[job.batch_key] = self._key_counts.get(job.batch_key, 0) + 1
 
     def pop_batch(
-        self, max_images: int, prefer: Callable[[QueuedJob], bool] | None = None, window: float = 0.0
+        self, max_images: int, prefer: Callable[[QueuedJob], int] | None = None, window: float = 0.0
     ) -> list[QueuedJob]:
         """Take the fair pick plus compatible jobs in fair order, up to max_images images in all.
 
-        With `prefer`, start instead with the first job it accepts among those whose start tag is within
-        `window` of the fair pick's (see the module notes). The first job is always taken, even when it
-        alone has more images than max_images.
+        With `prefer`, start instead with the job it ranks highest (above the fair pick's rank; True/False
+        work as 1/0) among those whose start tag is within `window` of the fair pick's (see the module notes).
+        The first job is always taken, even when it alone has more images than max_images.
         """
         if max_images < 1:
             raise ValueError(f"max_images must be at least 1, not {max_images}")
@@ -152,8 +155,8 @@ class FairQueue:
         if fair is None:
             return []
         fair_tag, _, first = fair
-        if prefer is not None and not prefer(first):
-            first = self._preferred(tagged, fair_tag, prefer, window) or first
+        if prefer is not None:
+            first = self._preferred(tagged, fair_tag, prefer, window, int(prefer(first))) or first
         batch = [first]
         room = max_images - first.images
         unseen = self._key_counts[first.batch_key] - 1
@@ -178,20 +181,24 @@ class FairQueue:
         self,
         tagged: Iterator[tuple[float, float, QueuedJob]],
         fair_tag: float,
-        prefer: Callable[[QueuedJob], bool],
+        prefer: Callable[[QueuedJob], int],
         window: float,
+        fair_rank: int,
     ) -> QueuedJob | None:
         # At both levels the job's flow may be at most `window` ahead of the least-served flow: its
         # guild's tag against the fair pick's guild, its user's tag against its guild's least-served user.
         least: dict[GuildKey, float] = {}
+        best, best_rank = None, fair_rank
         for guild_tag, user_tag, job in tagged:
             if guild_tag > fair_tag + window:
-                return None  # roots come in tag order: nothing later is within the window
+                break  # roots come in tag order: nothing later is within the window
             if job.guild_id not in least:
                 least[job.guild_id] = min(u.start for u in self._guilds[job.guild_id].users.values() if u.jobs)
-            if user_tag <= least[job.guild_id] + window and prefer(job):
-                return job
-        return None
+            if user_tag <= least[job.guild_id] + window:
+                rank = int(prefer(job))
+                if rank > best_rank:
+                    best, best_rank = job, rank
+        return best
 
     def remove(self, job_id: int) -> QueuedJob | None:
         """Cancel a queued job without charging anyone; None when it is not queued."""

@@ -53,6 +53,7 @@ def queued_job(job: JobRecord, request: GenerationRequest, catalog: Catalog | No
         images=request.count,
         weight=job.weight,
         model=request.model,
+        adapters=frozenset(name for name, _ in request.loras),
     )
 
 
@@ -161,17 +162,27 @@ class JobQueue:
         self._changed()
 
     async def next_batch(
-        self, max_images: int, resident: str | None = None, window: float = 0.0
+        self,
+        max_images: int,
+        resident: str | None = None,
+        window: float = 0.0,
+        adapters: frozenset[str] = frozenset(),
     ) -> list[QueuedJob]:
         """Wait for work, then take a fair batch, up to max_images images.
 
         With `resident`, a job on that model may start first when it is due within `window` pixel-steps
-        of the fair pick (FairQueue's model affinity), so mixed traffic does not reload on every batch.
+        of the fair pick (FairQueue's model affinity), so mixed traffic does not reload on every batch;
+        among those, one whose LoRAs are all in `adapters` (loaded already) before one that must load some.
         """
         while not self._fair:
             self._work.clear()
             await self._work.wait()
-        prefer = (lambda job: job.model == resident) if resident else None
+        prefer = None
+        if resident:
+
+            def prefer(job: QueuedJob) -> int:
+                return 0 if job.model != resident else 2 if job.adapters <= adapters else 1
+
         batch = self._fair.pop_batch(max_images, prefer, window)
         self._changed()
         return batch

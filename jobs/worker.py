@@ -29,7 +29,8 @@ MAX_PENDING_SAVES = 2
 # Model affinity: a job on the resident model may go first when due within a window of fair-queue work
 # (pixel-steps). By default the window is the work the GPU does in the time one model load takes (both
 # measured), so the preference never costs anyone more than the load it saves; before any measurement,
-# this many pixel-steps (four SD 1.5 images at 512², 25 steps).
+# this many pixel-steps (four SD 1.5 images at 512², 25 steps). Within it, jobs whose LoRAs are loaded
+# already go before those that need one loaded (LoRA loads are far cheaper than model loads: same window).
 AFFINITY_WINDOW = 4 * 512 * 512 * 25
 
 
@@ -65,7 +66,8 @@ class Worker:
         """Take batches until stopped; never exits on a failure."""
         while not self._stopping:
             try:
-                batch = await self.queue.next_batch(self.max_batch, self.engine.resident, self._window())
+                resident, adapters = self.engine.resident, self.engine.resident_loras
+                batch = await self.queue.next_batch(self.max_batch, resident, self._window(), adapters)
             except asyncio.CancelledError:
                 if self._stopping:
                     return

@@ -4,7 +4,19 @@ Never imports discord.
 """
 
 from storage.migrations import SchemaTooNew
-from storage.records import AuditEntry, ImageRecord, JobRecord, JobStatus, UnknownJob, Usage
+from storage.records import (
+    AuditEntry,
+    ImageRecord,
+    JobRecord,
+    JobStatus,
+    LoraNameTaken,
+    LoraRecord,
+    StoredPhoto,
+    TrainingRecord,
+    UnknownJob,
+    UnknownTraining,
+    Usage,
+)
 from storage.store import Store
 
 __all__ = [
@@ -12,8 +24,13 @@ __all__ = [
     "ImageRecord",
     "JobRecord",
     "JobStatus",
+    "LoraNameTaken",
+    "LoraRecord",
     "SchemaTooNew",
     "Store",
+    "StoredPhoto",
+    "TrainingRecord",
     "UnknownJob",
+    "UnknownTraining",
     "Usage",
 ]

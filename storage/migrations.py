@@ -126,7 +126,64 @@ _V1_INITIAL = [
     """,
 ]
 
-MIGRATIONS: list[list[str]] = [_V1_INITIAL]
+# Dreambooth LoRA: a training is its own durable job (the jobs table's mode CHECK only knows image
+# modes), and what it produces is a row in the LoRA library. Files live under the store's files root.
+_V2_LORAS = [
+    """
+    CREATE TABLE trainings (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,   -- the training job's id
+        user_id         INTEGER NOT NULL,
+        guild_id        INTEGER,             -- NULL: a direct message or the command line
+        channel_id      INTEGER,
+        name            TEXT NOT NULL,       -- the LoRA's name once trained
+        trigger_token   TEXT NOT NULL,
+        class_word      TEXT NOT NULL,
+        base_model      TEXT NOT NULL,
+        kind            TEXT NOT NULL,       -- the base model's kind: sd or sdxl
+        settings        TEXT NOT NULL,       -- JSON of generation.training.TrainingSettings
+        photos          TEXT NOT NULL,       -- JSON list of {path, sha256}, content-addressed inputs
+        class_photos    TEXT NOT NULL DEFAULT '[]',
+        status          TEXT NOT NULL DEFAULT 'queued'
+                        CHECK (status IN ('queued', 'running', 'done', 'failed', 'cancelled')),
+        steps_done      INTEGER NOT NULL DEFAULT 0,
+        total_steps     INTEGER NOT NULL CHECK (total_steps > 0),
+        checkpoint_path TEXT,                -- relative to the files root; the last chunk's state
+        last_loss       REAL,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        error           TEXT,
+        lora_id         INTEGER REFERENCES loras(id) ON DELETE SET NULL,
+        created_at      TEXT NOT NULL,
+        started_at      TEXT,
+        updated_at      TEXT,
+        finished_at     TEXT
+    )
+    """,
+    "CREATE INDEX trainings_by_status ON trainings (status, id)",
+    "CREATE INDEX trainings_by_user ON trainings (user_id, id)",
+    """
+    CREATE TABLE loras (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        name            TEXT NOT NULL,
+        trigger_token   TEXT NOT NULL,
+        base_model      TEXT NOT NULL,
+        kind            TEXT NOT NULL,       -- the kind of model it applies to: sd or sdxl
+        path            TEXT NOT NULL,       -- relative to the files root
+        sha256          TEXT NOT NULL,
+        size_bytes      INTEGER NOT NULL,
+        owner_id        INTEGER NOT NULL,
+        guild_id        INTEGER,             -- where it was made; shared means usable by that guild
+        shared          INTEGER NOT NULL DEFAULT 0 CHECK (shared IN (0, 1)),
+        training_id     INTEGER REFERENCES trainings(id) ON DELETE SET NULL,
+        created_at      TEXT NOT NULL,
+        deleted_at      TEXT                 -- the file is gone; the row stays for history
+    )
+    """,
+    # A name is taken per owner while the LoRA exists; a deleted one frees it.
+    "CREATE UNIQUE INDEX loras_live_name ON loras (owner_id, name COLLATE NOCASE) WHERE deleted_at IS NULL",
+    "CREATE INDEX loras_by_guild ON loras (guild_id, id) WHERE shared = 1 AND deleted_at IS NULL",
+]
+
+MIGRATIONS: list[list[str]] = [_V1_INITIAL, _V2_LORAS]
 """MIGRATIONS[n - 1] takes the schema from version n - 1 to n."""
 
 

@@ -183,3 +183,127 @@ def audit_from_row(row: sqlite3.Row) -> AuditEntry:
         new=_json_or_none(row["new"]),
         at=at,
     )
+
+
+class UnknownTraining(LookupError):
+    """No training has this id."""
+
+
+class LoraNameTaken(ValueError):
+    """The owner already has a LoRA (or a training under way) with this name."""
+
+
+@dataclass(frozen=True)
+class StoredPhoto:
+    """A training photo kept as a content-addressed input; `path` is relative to the files root."""
+
+    path: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class TrainingRecord:
+    """One Dreambooth LoRA training job; `settings` is the JSON of `TrainingSettings`."""
+
+    id: int
+    user_id: int
+    guild_id: int | None
+    channel_id: int | None
+    name: str
+    trigger_token: str
+    class_word: str
+    base_model: str
+    kind: str
+    settings: dict[str, Any]
+    photos: tuple[StoredPhoto, ...]
+    class_photos: tuple[StoredPhoto, ...]
+    status: JobStatus
+    steps_done: int
+    total_steps: int
+    checkpoint_path: str | None
+    last_loss: float | None
+    attempts: int
+    error: str | None
+    lora_id: int | None
+    created_at: datetime
+    started_at: datetime | None
+    updated_at: datetime | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True)
+class LoraRecord:
+    """A trained LoRA in the library; `path` is relative to the files root."""
+
+    id: int
+    name: str
+    trigger_token: str
+    base_model: str
+    kind: str
+    path: str
+    sha256: str
+    size_bytes: int
+    owner_id: int
+    guild_id: int | None
+    shared: bool
+    training_id: int | None
+    created_at: datetime
+    deleted_at: datetime | None
+
+
+def _photos(text: str) -> tuple[StoredPhoto, ...]:
+    return tuple(StoredPhoto(path=item["path"], sha256=item["sha256"]) for item in json.loads(text))
+
+
+def training_from_row(row: sqlite3.Row) -> TrainingRecord:
+    """Build a TrainingRecord from a `SELECT * FROM trainings` row."""
+    created_at = from_db_time(row["created_at"])
+    assert created_at is not None  # NOT NULL column
+    return TrainingRecord(
+        id=row["id"],
+        user_id=row["user_id"],
+        guild_id=row["guild_id"],
+        channel_id=row["channel_id"],
+        name=row["name"],
+        trigger_token=row["trigger_token"],
+        class_word=row["class_word"],
+        base_model=row["base_model"],
+        kind=row["kind"],
+        settings=json.loads(row["settings"]),
+        photos=_photos(row["photos"]),
+        class_photos=_photos(row["class_photos"]),
+        status=JobStatus(row["status"]),
+        steps_done=row["steps_done"],
+        total_steps=row["total_steps"],
+        checkpoint_path=row["checkpoint_path"],
+        last_loss=row["last_loss"],
+        attempts=row["attempts"],
+        error=row["error"],
+        lora_id=row["lora_id"],
+        created_at=created_at,
+        started_at=from_db_time(row["started_at"]),
+        updated_at=from_db_time(row["updated_at"]),
+        finished_at=from_db_time(row["finished_at"]),
+    )
+
+
+def lora_from_row(row: sqlite3.Row) -> LoraRecord:
+    """Build a LoraRecord from a `SELECT * FROM loras` row."""
+    created_at = from_db_time(row["created_at"])
+    assert created_at is not None  # NOT NULL column
+    return LoraRecord(
+        id=row["id"],
+        name=row["name"],
+        trigger_token=row["trigger_token"],
+        base_model=row["base_model"],
+        kind=row["kind"],
+        path=row["path"],
+        sha256=row["sha256"],
+        size_bytes=row["size_bytes"],
+        owner_id=row["owner_id"],
+        guild_id=row["guild_id"],
+        shared=bool(row["shared"]),
+        training_id=row["training_id"],
+        created_at=created_at,
+        deleted_at=from_db_time(row["deleted_at"]),
+    )

@@ -20,6 +20,7 @@ from storage.database import Clock, Database, fetch_all, fetch_one, utc_now
 from storage.files import ImageFiles, WrittenFile
 from storage.guilds import GuildRecords, add_usage
 from storage.history import JobHistory
+from storage.loras import LoraLibrary
 from storage.migrations import apply_migrations
 from storage.records import (
     ImageRecord,
@@ -38,8 +39,8 @@ def _placeholders(count: int) -> str:
     return ", ".join("?" * count)
 
 
-class Store(JobHistory, GuildRecords):
-    """Jobs and images, durable across restarts. Build it with `await Store.open(...)`."""
+class Store(JobHistory, GuildRecords, LoraLibrary):
+    """Jobs, images, trainings and LoRAs, durable across restarts. Build it with `await Store.open(...)`."""
 
     def __init__(self, db: Database, files: ImageFiles) -> None:
         self._db = db

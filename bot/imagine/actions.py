@@ -14,6 +14,7 @@ from bot import render
 from bot.answers import answer_error, answer_unexpected, may_manage, queue_for_interaction
 from bot.render import NO_MENTIONS
 from generation.errors import InvalidRequest
+from generation.loras import loras_for_prompt
 from generation.metadata import read_parameters
 from generation.request import GenerationRequest, Mode, random_seed
 from storage.records import JobRecord, JobStatus
@@ -164,8 +165,10 @@ class EditModal(discord.ui.Modal, title="Edit prompt"):
         bot: ImagineBot = interaction.client  # type: ignore[assignment]
         try:
             request = await bot.services.store.load_request(self.job)
+            # The prompt holds every LoRA as a tag (generation.options adds those picked beside it): re-read them.
+            prompt, loras = loras_for_prompt(self.prompt.value, (), bot.services.catalog.loras)
             request = request.with_changes(
-                prompt=self.prompt.value, negative_prompt=self.negative.value or "", seed=random_seed()
+                prompt=prompt, negative_prompt=self.negative.value or "", seed=random_seed(), loras=loras
             )
             await queue_for_interaction(interaction, request, source=(self.job.id, 0))
         except InvalidRequest as exc:

@@ -14,6 +14,7 @@ from bot.flags import PromptFlags
 from bot.moderation.gate import model_for
 from bot.moderation.policy import load_policy
 from generation.errors import InvalidRequest
+from generation.loras import MAX_LORA_WEIGHT
 from generation.options import make_request
 from generation.request import MAX_COUNT, MAX_GUIDANCE, MAX_SEED, MAX_STEPS
 from generation.samplers import sampler_names
@@ -51,6 +52,8 @@ class ImagineCog(commands.Cog):
         count="How many pictures (1-4)",
         model="Which model draws it",
         sampler="Sampling method (A1111 names)",
+        lora="A LoRA (style or subject add-on) for the model; more with <lora:NAME:0.8> in the prompt",
+        lora_weight=f"How strongly the LoRA applies, -{MAX_LORA_WEIGHT:g} to {MAX_LORA_WEIGHT:g} (default: its own)",
     )
     @app_commands.choices(size=SIZES)
     async def imagine(
@@ -68,9 +71,14 @@ class ImagineCog(commands.Cog):
         count: app_commands.Range[int, 1, MAX_COUNT] = 1,
         model: str | None = None,
         sampler: str | None = None,
+        lora: app_commands.Range[str, 1, 100] | None = None,
+        lora_weight: app_commands.Range[float, -MAX_LORA_WEIGHT, MAX_LORA_WEIGHT] | None = None,
     ) -> None:
         """Make a picture from a prompt"""
         services = self.bot.services
+        if lora_weight is not None and lora is None:
+            await answer_error(interaction, "`lora_weight` needs a `lora` to apply to: pick one, or leave it out.")
+            return
         asked = PromptFlags(
             prompt=prompt,
             negative=negative or "",
@@ -82,6 +90,7 @@ class ImagineCog(commands.Cog):
             model=model,
             sampler=sampler,
             count=count,
+            loras=((lora.strip(), lora_weight),) if lora else (),
         )
         try:
             # The server's policy, read once: its default model now, its rules and limits at the gate.
@@ -90,7 +99,8 @@ class ImagineCog(commands.Cog):
             if image is not None or mask is not None:
                 await interaction.response.defer(thinking=True)  # downloading may take longer than 3 s
             options = asked.options(await read_attachment(image, "image"), await read_attachment(mask, "mask"))
-            request = await asyncio.to_thread(make_request, spec, options)  # decoding and resizing stay off the loop
+            # Decoding and resizing stay off the loop.
+            request = await asyncio.to_thread(make_request, spec, options, loras=services.catalog.loras)
             await queue_for_interaction(interaction, request, policy=policy)
         except InvalidRequest as exc:
             await answer_error(interaction, exc.user_message)
@@ -105,11 +115,31 @@ class ImagineCog(commands.Cog):
             if current.casefold() in m.name.casefold()
         ][:25]
 
+    @imagine.autocomplete("lora")
+    async def _loras(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        services = self.bot.services
+        model = getattr(interaction.namespace, "model", None)
+        if not model:  # the server's default model, as the command would use
+            model = (await load_policy(services.store, services.config, interaction.guild_id)).default_model
+        return [
+            app_commands.Choice(name=_lora_label(lora.name, lora.triggers, lora.description), value=lora.name)
+            for lora in services.catalog.loras_for(model)
+            if current.casefold() in lora.name.casefold()
+        ][:25]
+
     @imagine.autocomplete("sampler")
     async def _samplers(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
         return [app_commands.Choice(name=n, value=n) for n in sampler_names() if current.casefold() in n.casefold()][
             :25
         ]
+
+
+def _lora_label(name: str, triggers: tuple[str, ...], description: str) -> str:
+    """What the picker shows: the name, what it is, and the words that call it up (Discord allows 100 characters)."""
+    label = f"{name} — {description}" if description else name
+    if triggers:
+        label += f" (trigger: {', '.join(triggers)})"
+    return label[:100]
 
 
 async def setup(bot: ImagineBot) -> None:

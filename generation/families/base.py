@@ -12,7 +12,7 @@ from PIL import Image
 from generation.errors import Cancelled, InvalidRequest
 from generation.request import GenerationRequest, Mode
 from generation.results import StepProgress
-from generation.specs import ModelSpec
+from generation.specs import LoraSpec, ModelSpec
 
 ProgressCallback = Callable[[StepProgress], None]
 CancelCheck = Callable[[], bool]
@@ -59,6 +59,7 @@ class Family(ABC):
     negative_prompt: ClassVar[bool] = True
     samplers: ClassVar[bool] = True  # whether A1111 sampler names apply
     size_multiple: ClassVar[int] = 8  # sides must be multiples of this (the VAE's downsampling, patches)
+    loras: ClassVar[bool] = False  # whether LoRAs of this kind load (Catalog.check refuses them otherwise)
 
     def __init__(self, spec: ModelSpec, device: torch.device, dtype: torch.dtype) -> None:
         self.spec = spec
@@ -102,6 +103,16 @@ class Family(ABC):
     def cost(cls, spec: ModelSpec, request: GenerationRequest) -> int:
         """GPU work in the queue's unit (pixel-steps of SD 1.5); the queue's fairness and ETAs use it."""
         return request.cost
+
+    def use_loras(self, loras: Sequence[tuple[LoraSpec, float]]) -> None:
+        """Make exactly these adapters (and weights) active for the next run; none: the base model exactly."""
+        if loras:
+            raise InvalidRequest(f"The model '{self.spec.name}' ({self.spec.kind}) cannot use LoRAs; leave them out.")
+
+    @property
+    def resident_loras(self) -> frozenset[str]:
+        """Names of the LoRAs loaded now: switching among them costs no load (the worker's affinity)."""
+        return frozenset()
 
     @abstractmethod
     def run(self, requests: Sequence[GenerationRequest], report: StepReporter) -> tuple[list[Image.Image], str]:

@@ -20,12 +20,14 @@ from diffusers import AutoencoderTiny, DiffusionPipeline
 from PIL import Image
 
 from generation.errors import InvalidRequest
+from generation.families.adapters import AdapterCache
 from generation.families.base import Family, StepReporter, generators, per_image, run_pipeline
 from generation.families.loading import is_local_path, load_pretrained
+from generation.loras import strip_lora_tags
 from generation.preview import Previewer, TinyVaePreviewer
 from generation.request import GenerationRequest, Mode
 from generation.samplers import describe_scheduler, make_scheduler
-from generation.specs import SINGLE_FILE_SUFFIXES, ModelSpec
+from generation.specs import SINGLE_FILE_SUFFIXES, LoraSpec, ModelSpec
 
 SIZE_MULTIPLE = 16  # VAE 8x times 2x2 patches
 MAX_T5_TOKENS = 512  # diffusers refuses a longer max_sequence_length in both families
@@ -159,6 +161,19 @@ class FlowMatchFamily(Family):
         self._pipes: dict[Mode, DiffusionPipeline] = {Mode.TXT2IMG: base}
         self._scheduler = base.scheduler  # as shipped; each call gets a fresh copy
         self._previewer: Previewer | None = None
+        self.adapters = AdapterCache(base)  # modes derived with from_pipe share its modules
+
+    def use_loras(self, loras: Sequence[tuple[LoraSpec, float]]) -> None:
+        """Activate exactly these LoRAs where the family takes them (`loras`); none: the base model exactly."""
+        if not self.loras:
+            super().use_loras(loras)
+            return
+        self.adapters.use(loras)
+
+    @property
+    def resident_loras(self) -> frozenset[str]:
+        """The LoRAs loaded now."""
+        return self.adapters.resident
 
     @classmethod
     def check(cls, spec: ModelSpec, request: GenerationRequest) -> None:
@@ -205,7 +220,8 @@ class FlowMatchFamily(Family):
         """The pipeline call's keywords for a batch (every mode takes height and width)."""
         first = requests[0]
         arguments: dict[str, object] = {
-            "prompt": per_image(requests, lambda r: r.prompt),
+            # `<lora:…>` tags choose adapters (request.loras); they are not words for CLIP and T5 to read.
+            "prompt": per_image(requests, lambda r: strip_lora_tags(r.prompt)),
             "generator": generators(requests),
             "num_inference_steps": first.steps,
             "guidance_scale": first.guidance,

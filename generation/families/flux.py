@@ -61,6 +61,7 @@ class Flux(FlowMatchFamily):
         Mode.INPAINT: FluxInpaintPipeline,
     }
     negative_prompt = True  # through true CFG, at twice the cost
+    loras = True  # diffusers' FluxLoraLoaderMixin: transformer (and CLIP) adapters
     rgb_factors = FLUX_RGB_FACTORS
     rgb_bias = FLUX_RGB_BIAS
 

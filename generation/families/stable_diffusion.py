@@ -17,12 +17,15 @@ from diffusers import (
 )
 from PIL import Image
 
+from generation.families.adapters import AdapterCache
 from generation.families.base import Family, StepReporter, generators, per_image, run_pipeline
 from generation.families.loading import is_local_path, load_pretrained
+from generation.families.prompt_embeds import needs_embeddings, prompt_embeddings
 from generation.preview import LinearPreviewer, Previewer, TinyVaePreviewer
+from generation.prompt_syntax import parse_prompt
 from generation.request import GenerationRequest, Mode
 from generation.samplers import describe_scheduler, make_scheduler
-from generation.specs import SINGLE_FILE_SUFFIXES, ModelSpec
+from generation.specs import SINGLE_FILE_SUFFIXES, LoraSpec, ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +59,7 @@ class StableDiffusion(Family):
 
     kinds = ("sd", "sdxl")
     modes = frozenset(Mode)
+    loras = True
 
     def __init__(
         self, spec: ModelSpec, device: torch.device, dtype: torch.dtype, pipe: DiffusionPipeline | None = None
@@ -65,6 +69,16 @@ class StableDiffusion(Family):
         self._pipes = {Mode.TXT2IMG: pipe if pipe is not None else load_pipeline(spec, device, dtype)}
         self._scheduler = self._pipes[Mode.TXT2IMG].scheduler  # as shipped; each call gets a fresh copy
         self._previewer: Previewer | None = None
+        self.adapters = AdapterCache(self._pipes[Mode.TXT2IMG])  # modes derived with from_pipe share its modules
+
+    def use_loras(self, loras: Sequence[tuple[LoraSpec, float]]) -> None:
+        """Activate exactly these LoRAs (loading what is not resident); none: the base model exactly."""
+        self.adapters.use(loras)
+
+    @property
+    def resident_loras(self) -> frozenset[str]:
+        """The LoRAs loaded now."""
+        return self.adapters.resident
 
     def pipeline(self, mode: Mode) -> DiffusionPipeline:
         """The pipeline for a mode, sharing the resident weights."""
@@ -91,12 +105,11 @@ class StableDiffusion(Family):
     def _arguments(self, pipe: DiffusionPipeline, requests: Sequence[GenerationRequest]) -> dict[str, object]:
         first = requests[0]
         arguments: dict[str, object] = {
-            "prompt": per_image(requests, lambda r: r.prompt),
             "generator": generators(requests),
             "num_inference_steps": first.steps,
             "guidance_scale": first.guidance,
             "num_images_per_prompt": 1,
-        } | self._negatives(pipe, requests)
+        } | self._prompts(pipe, requests)
         if first.mode is Mode.TXT2IMG:
             arguments |= {"height": first.height, "width": first.width}
         else:
@@ -106,17 +119,28 @@ class StableDiffusion(Family):
             arguments |= {"width": first.width}
         return arguments
 
-    def _negatives(self, pipe: DiffusionPipeline, requests: Sequence[GenerationRequest]) -> dict[str, object]:
-        negatives = per_image(requests, lambda r: r.negative_prompt)
-        zeros = getattr(pipe.config, "force_zeros_for_empty_prompt", False) and first_guides(requests)
+    def _prompts(self, pipe: DiffusionPipeline, requests: Sequence[GenerationRequest]) -> dict[str, object]:
+        # A1111 syntax: text without any (or weights of exactly 1) that fits one CLIP window stays text for
+        # diffusers to encode, as before; weights, BREAK or a longer prompt need our embeddings.
+        guided = first_guides(requests)
+        zeros = getattr(pipe.config, "force_zeros_for_empty_prompt", False) and guided
+        prompts = [parse_prompt(p) for p in per_image(requests, lambda r: r.prompt)]
+        negatives = [parse_prompt(n) for n in per_image(requests, lambda r: r.negative_prompt)]
+        if needs_embeddings(pipe, prompts + negatives if guided else prompts):
+            return prompt_embeddings(pipe, prompts, negatives if guided else None, zero_empty=zeros)
+        return self._negatives(pipe, [p.text for p in prompts], [n.text for n in negatives], zeros)
+
+    def _negatives(
+        self, pipe: DiffusionPipeline, prompts: list[str], negatives: list[str], zeros: bool
+    ) -> dict[str, object]:
         if not zeros or all(negatives):
-            return {"negative_prompt": negatives}
+            return {"prompt": prompts, "negative_prompt": negatives}
         if not any(negatives):
             # SDXL and Stability's reference condition "no negative prompt" on zeros, not on the encoded "".
-            return {"negative_prompt": None}
+            return {"prompt": prompts, "negative_prompt": None}
         # A mixed batch: encode as diffusers does, then zero the rows that had no negative prompt.
         prompt, negative, pooled, negative_pooled = pipe.encode_prompt(
-            prompt=per_image(requests, lambda r: r.prompt),
+            prompt=prompts,
             device=pipe._execution_device,
             num_images_per_prompt=1,
             do_classifier_free_guidance=True,
@@ -146,6 +170,3 @@ class StableDiffusion(Family):
 def first_guides(requests: Sequence[GenerationRequest]) -> bool:
     """Whether the batch uses classifier-free guidance (diffusers: guidance_scale > 1)."""
     return requests[0].guidance > 1.0
-
-
-
