@@ -14,7 +14,7 @@ from bot.flags import PromptFlags
 from generation.errors import InvalidRequest, ModelUnavailable, UserFacingError
 from generation.loras import parse_weight
 from generation.request import GenerationRequest
-from generation.specs import KIND_DEFAULTS, SINGLE_FILE_SUFFIXES, LoraSpec, ModelSpec
+from generation.specs import KIND_DEFAULTS, LORA_KINDS, SINGLE_FILE_SUFFIXES, LoraSpec, ModelSpec
 from storage.files import write_atomic
 
 if TYPE_CHECKING:
@@ -68,6 +68,23 @@ def loras_for_cli(
             name = adhoc.name
         chosen.append((name, weight))
     return chosen, known
+
+
+async def trained_loras(config: Config) -> dict[str, LoraSpec]:
+    """The LoRAs trained locally (`imagine-bot train`), by name, from the store; the config's win on a clash."""
+    from storage.store import Store
+
+    if not config.storage.path.exists():
+        return {}
+    async with await Store.open(config.storage.path, config.storage.images_dir) as store:
+        records = await store.loras_for(LOCAL_USER, None)
+        return {
+            r.name: LoraSpec(
+                name=r.name, source=str(store.lora_path(r).resolve()), kind=r.kind, triggers=(r.trigger_token,)
+            )
+            for r in records
+            if r.name not in config.lora_map and r.kind in LORA_KINDS
+        }
 
 
 def _is_number(text: str) -> bool:
@@ -153,7 +170,7 @@ def generate(args: argparse.Namespace, config: Config) -> int:
 
     try:
         spec = model_for_cli(Catalog(config.models, config.generation.default_model), args.model)
-        given, known = loras_for_cli(args.lora, config.lora_map, spec)
+        given, known = loras_for_cli(args.lora, config.lora_map | asyncio.run(trained_loras(config)), spec)
         asked = PromptFlags(
             prompt=args.prompt,
             negative=args.negative,

@@ -102,6 +102,49 @@ def test_train_writes_a_lora_and_its_row_then_refuses_the_name_again(tmp_path: P
     pipe.load_lora_weights(str(lora), adapter_name="rex")
     assert np.abs(render(pipe) - base).max() > 1e-3
 
+    # `generate --lora NAME` finds the trained LoRA in the store by name; weight 0 is the base model.
+    made = {}
+    for weight in ("1", "0"):
+        out = tmp_path / f"out-{weight}"
+        generated = imagine_bot(
+            "generate",
+            "a photo of sks ball",
+            "--model",
+            str(tiny_sd_dir),
+            "--lora",
+            f"Rex:{weight}",
+            "--seed",
+            "1",
+            "--steps",
+            "3",
+            "--size",
+            "64x64",
+            "--out",
+            str(out),
+            cwd=tmp_path,
+        )
+        assert generated.returncode == 0, generated.stderr
+        made[weight] = np.asarray(Image.open(generated.stdout.split()[0]).convert("RGB"), dtype=np.int16)
+        assert "<lora:Rex:" in Image.open(generated.stdout.split()[0]).info["parameters"]
+    plain = tmp_path / "out-plain"
+    generated = imagine_bot(
+        "generate",
+        "a photo of sks ball",
+        "--model",
+        str(tiny_sd_dir),
+        "--seed",
+        "1",
+        "--steps",
+        "3",
+        "--size",
+        "64x64",
+        "--out",
+        str(plain),
+        cwd=tmp_path,
+    )
+    base_png = np.asarray(Image.open(generated.stdout.split()[0]).convert("RGB"), dtype=np.int16)
+    assert np.array_equal(made["0"], base_png) and np.abs(made["1"] - base_png).max() > 0
+
     again = imagine_bot(*train_args(tiny_sd_dir, photos, "--steps", "5"), cwd=tmp_path)
     assert again.returncode == 2
     assert again.stderr.strip().splitlines() == ["imagine-bot: a LoRA named 'Rex' already exists: pick another --name."]
