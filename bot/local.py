@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING
 
 from bot.config import Config
 from bot.flags import PromptFlags
+from generation.atomic import write_atomic
 from generation.errors import InvalidRequest, ModelUnavailable, UserFacingError
 from generation.loras import parse_weight
 from generation.request import GenerationRequest
 from generation.specs import KIND_DEFAULTS, LORA_KINDS, SINGLE_FILE_SUFFIXES, LoraSpec, ModelSpec
-from storage.files import write_atomic
 
 if TYPE_CHECKING:
     from generation.catalog import Catalog

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -29,6 +28,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from PIL import Image
 
+from generation.atomic import write_atomic
 from generation.errors import InvalidRequest
 from generation.training_inputs import TrainingSettings, check_photo_count, fit_photo, photo_digest
 
@@ -327,7 +327,7 @@ class LoraTrainer:
         }
         buffer = io.BytesIO()
         torch.save(state, buffer)
-        _write_atomic(Path(path), buffer.getvalue())
+        write_atomic(Path(path), buffer.getvalue())
 
     def resume(self, path: Path) -> int:
         """Continue from a checkpoint of this same training; returns the step it holds."""
@@ -358,7 +358,7 @@ class LoraTrainer:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=path.parent, prefix=".lora-") as staging:
             saver.save_lora_weights(staging, unet_lora_layers=layers, weight_name=path.name, safe_serialization=True)
-            _write_atomic(path, (Path(staging) / path.name).read_bytes())
+            write_atomic(path, (Path(staging) / path.name).read_bytes())
         return path
 
 
@@ -371,18 +371,3 @@ def _copy(value: Any, device: str | None = None) -> Any:
     if isinstance(value, list | tuple):
         return type(value)(_copy(item, device) for item in value)
     return value
-
-
-def _write_atomic(target: Path, data: bytes) -> None:
-    # generation/ may not import storage/, so this mirrors storage.files.write_atomic: temp file, fsync, rename.
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(dir=target.parent, prefix=".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, target)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 
-TEMP_SUFFIX = ".tmp"
+from generation.atomic import write_atomic
 
 
 @dataclass(frozen=True)
@@ -73,34 +71,3 @@ class ImageFiles:
 
     def _write_atomic(self, relative: str, data: bytes) -> None:
         write_atomic(self.absolute(relative), data)
-
-
-def write_atomic(target: Path, data: bytes) -> None:
-    """Write a file so readers see the old file or the whole new one, never half of it."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Same directory as the target, so os.replace is a rename on one filesystem (atomic).
-    fd, temp_name = tempfile.mkstemp(dir=target.parent, prefix=".", suffix=TEMP_SUFFIX)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, target)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    _fsync_dir(target.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    # The rename is only durable once the directory entry is; not every platform allows this.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

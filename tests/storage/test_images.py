@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from generation.atomic import TEMP_SUFFIX
 from generation.metadata import read_parameters
 from generation.results import GeneratedImage
 from storage import JobStatus, Store, UnknownJob
-from storage.files import TEMP_SUFFIX, ImageFiles
+from storage.files import ImageFiles
 from tests.storage.factories import generated, txt2img
 
 
