@@ -20,19 +20,15 @@ import torch
 from diffusers import StableDiffusionPipeline
 from PIL import Image, ImageDraw
 
+from tests.support.threads import ONE_THREAD, one_torch_thread
 from tests.test_cli import imagine_bot as run_cli
-
-# Tiny models gain nothing from threads, and on shared cores OpenMP's spin-waits make them ~5x slower.
-ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread() -> Iterator[None]:
     """The same for this process's own rendering."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield
 
 
 def imagine_bot(*args: str, cwd: Path) -> subprocess.CompletedProcess:

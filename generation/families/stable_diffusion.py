@@ -122,7 +122,7 @@ class StableDiffusion(Family):
     def _prompts(self, pipe: DiffusionPipeline, requests: Sequence[GenerationRequest]) -> dict[str, object]:
         # A1111 syntax: text without any (or weights of exactly 1) that fits one CLIP window stays text for
         # diffusers to encode, as before; weights, BREAK or a longer prompt need our embeddings.
-        guided = first_guides(requests)
+        guided = self.uses_negative(requests[0])  # CFG runs: the negative side is encoded at all
         zeros = getattr(pipe.config, "force_zeros_for_empty_prompt", False) and guided
         prompts = [parse_prompt(p) for p in per_image(requests, lambda r: r.prompt)]
         negatives = [parse_prompt(n) for n in per_image(requests, lambda r: r.negative_prompt)]
@@ -165,8 +165,3 @@ class StableDiffusion(Family):
             else:
                 self._previewer = LinearPreviewer(self.spec.kind)
         return self._previewer
-
-
-def first_guides(requests: Sequence[GenerationRequest]) -> bool:
-    """Whether the batch uses classifier-free guidance (diffusers: guidance_scale > 1)."""
-    return requests[0].guidance > 1.0

@@ -10,7 +10,7 @@ import torch
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
 from transformers import CLIPTextModel
 
-from generation.tiny.stable_diffusion import TEXT_HIDDEN, text_config, tiny_tokenizer
+from generation.tiny.stable_diffusion import TEXT_HIDDEN, text_config, tiny_tokenizer, tiny_vae
 from generation.tiny.t5 import T5_HIDDEN, tiny_t5_encoder, tiny_t5_tokenizer
 
 LATENT_CHANNELS = 16
@@ -18,16 +18,8 @@ LATENT_CHANNELS = 16
 
 def tiny_flow_vae(shift_factor: float, scaling_factor: float) -> AutoencoderKL:
     """A 16-channel VAE with 8x downsampling and no quant convs, as FLUX and SD3 ship it."""
-    return AutoencoderKL(
-        block_out_channels=(8, 8, 16, 16),
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
+    return tiny_vae(
         latent_channels=LATENT_CHANNELS,
-        norm_num_groups=4,
-        layers_per_block=1,
-        sample_size=64,
         use_quant_conv=False,
         use_post_quant_conv=False,
         shift_factor=shift_factor,

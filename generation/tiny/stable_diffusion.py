@@ -55,17 +55,21 @@ def text_config(tokenizer: CLIPTokenizer, projection_dim: int | None = None) -> 
     )
 
 
-def tiny_vae() -> AutoencoderKL:
+def tiny_vae(**config: object) -> AutoencoderKL:
+    """A tiny VAE with the real 8x downsampling; `config` overrides (other families' latent channels)."""
     return AutoencoderKL(
-        block_out_channels=(8, 8, 16, 16),
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=4,
-        norm_num_groups=4,
-        layers_per_block=1,
-        sample_size=64,
+        **{
+            "block_out_channels": (8, 8, 16, 16),
+            "in_channels": 3,
+            "out_channels": 3,
+            "down_block_types": ("DownEncoderBlock2D",) * 4,
+            "up_block_types": ("UpDecoderBlock2D",) * 4,
+            "latent_channels": 4,
+            "norm_num_groups": 4,
+            "layers_per_block": 1,
+            "sample_size": 64,
+        }
+        | config
     )
 
 

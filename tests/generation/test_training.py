@@ -21,6 +21,7 @@ from generation.errors import InvalidRequest
 from generation.tiny import build_tiny_sd, build_tiny_sdxl
 from generation.training import LoraTrainer
 from generation.training_inputs import TrainingSettings, generate_class_images, prepare_photos
+from tests.support.threads import ONE_THREAD, one_torch_thread
 
 # lr and batch are far above the real recipe (1e-4, batch 1) so 30 steps move a random tiny UNet measurably.
 FAST = TrainingSettings(
@@ -31,11 +32,9 @@ PROMPT = "a photo of sks ball"
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread() -> Iterator[None]:
-    """Tiny models gain nothing from threads, and on shared cores OpenMP's spin-waits make them ~5x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    """Tiny models on one thread (tests/support/threads.py says why)."""
+    with one_torch_thread():
+        yield
 
 
 def shapes(count: int = 4, size: int = 64) -> list[Image.Image]:
@@ -96,7 +95,7 @@ def test_loss_goes_down_and_the_lora_loads_with_raw_diffusers_in_a_fresh_process
         """
     )
     out = tmp_path / "renders.npz"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **ONE_THREAD}
     done = subprocess.run(
         [sys.executable, "-c", script, str(out)], capture_output=True, text=True, env=env, timeout=120
     )
