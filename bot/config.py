@@ -9,6 +9,7 @@ from typing import Any
 
 from generation.loras import check_weight
 from generation.specs import KIND_DEFAULTS, LORA_KINDS, MODEL_KINDS, LoraSpec, ModelSpec
+from generation.training_inputs import MAX_PHOTOS, MAX_STEPS, MIN_PHOTOS
 from jobs.limits import Limits
 
 
@@ -45,6 +46,7 @@ class GenerationConfig:
     preview_every: int = 5
     max_attempts: int = 3
     max_loras: int = 3
+    train_chunk_steps: int = 25  # LoRA training steps per turn on the GPU (and per checkpoint)
 
 
 DEFAULT_MODELS = (
@@ -133,7 +135,7 @@ def _model(data: dict[str, Any], base: Path, index: int) -> ModelSpec:
     return ModelSpec(**data)
 
 
-_LORA_NAME_FORBIDDEN = set(':<>,"`')
+_LORA_NAME_FORBIDDEN = set(':<>,"`#')  # `#`: trained LoRAs are NAME#ID
 
 
 def _lora(data: dict[str, Any], base: Path, index: int) -> LoraSpec:
@@ -147,7 +149,7 @@ def _lora(data: dict[str, Any], base: Path, index: int) -> LoraSpec:
     data = dict(data)
     name = data["name"] = data["name"].strip()
     if _LORA_NAME_FORBIDDEN & set(name) or name != " ".join(name.split()):
-        raise ConfigError(f'{where}: name {name!r} cannot hold any of : < > , " ` (it is typed as <lora:NAME:0.8>)')
+        raise ConfigError(f'{where}: name {name!r} cannot hold any of : < > , " ` # (it is typed as <lora:NAME:0.8>)')
     if data["source"].startswith("."):
         data["source"] = str((base / data["source"]).resolve())
     if data.get("kind", "sd") not in LORA_KINDS:
@@ -194,4 +196,16 @@ def load_config(path: Path | None) -> Config:
         )
     if config.generation.max_loras < 0:
         raise ConfigError(f"[generation] max_loras must be 0 or more, not {config.generation.max_loras}")
+    _check_training_limits(config.limits)
     return config
+
+
+def _check_training_limits(limits: Limits) -> None:
+    # Outside these a server could set no value at all (e.g. max_train_photos 2: a training needs 3).
+    for key, value, low, high in (
+        ("max_train_steps", limits.max_train_steps, 1, MAX_STEPS),
+        ("max_train_photos", limits.max_train_photos, MIN_PHOTOS, MAX_PHOTOS),
+        ("daily_trainings_per_user", limits.daily_trainings_per_user, 0, 1_000_000),
+    ):
+        if not low <= value <= high:
+            raise ConfigError(f"[limits] {key} must be from {low} to {high}, not {value}")

@@ -22,7 +22,17 @@ from PIL import Image
 from bot import render
 from bot.moderation.nsfw import screen
 from generation.metadata import png_bytes, read_parameters
-from jobs.events import EventBus, JobCancelled, JobDone, JobEvent, JobFailed, JobProgress, JobQueued, JobStarted
+from jobs.events import (
+    Event,
+    EventBus,
+    JobCancelled,
+    JobDone,
+    JobEvent,
+    JobFailed,
+    JobProgress,
+    JobQueued,
+    JobStarted,
+)
 from jobs.queue import Ticket
 from storage.records import JobRecord, JobStatus
 from storage.store import Store
@@ -137,7 +147,9 @@ class Delivery:
             except Exception:
                 log.exception("delivery: could not handle %r", event)
 
-    async def _handle(self, event: JobEvent) -> None:
+    async def _handle(self, event: Event) -> None:
+        if not isinstance(event, JobEvent):
+            return  # a training's: bot.train.delivery follows those
         if isinstance(event, JobDone | JobFailed | JobCancelled):
             self._spawn(self._finish(event.job_id))
             return

@@ -21,7 +21,14 @@ from bot.config import Config
 from bot.local import LOCAL_USER, model_for_cli
 from generation.errors import InvalidRequest, ModelUnavailable, UserFacingError
 from generation.specs import ModelSpec
-from generation.training_inputs import TrainingSettings, check_lora_name, decode_photos, fit_photo, photo_digest
+from generation.training_inputs import (
+    TRAINABLE_KINDS,
+    TrainingSettings,
+    check_lora_name,
+    decode_photos,
+    fit_photo,
+    photo_digest,
+)
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -31,7 +38,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TRAINABLE_KINDS = ("sd", "sdxl")
 DEFAULT_CHUNK = 25
 
 

@@ -27,6 +27,7 @@ from generation.errors import ModelUnavailable, UserFacingError
 from generation.families.loading import check_source
 from jobs.events import EventBus
 from jobs.queue import JobQueue
+from jobs.training import register_trained
 from jobs.worker import Worker
 from storage.store import Store
 
@@ -120,10 +121,11 @@ async def bot_parts(config: Config, engine: Engine | None = None) -> AsyncIterat
         device=generation.device,
         dtype=generation.dtype,
         preview_every=generation.preview_every,
-        loras=config.lora_map,
+        loras=catalog.all_loras,  # live: LoRAs members train are added as they finish
     )
     async with await open_store(config.storage) as store:
-        queue = JobQueue(store, EventBus(), config.limits, catalog=catalog)
+        queue = JobQueue(store, EventBus(), config.limits, catalog=catalog, training_chunk=generation.train_chunk_steps)
+        await register_trained(catalog, store)
         requeued, failed = await queue.restore(generation.max_attempts)
         log.info(
             "queue restored: %d waiting (%d re-queued after a crash, %d given up)",

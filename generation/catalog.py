@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import ChainMap
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -20,6 +21,11 @@ DEFAULT_MAX_LORAS = 3
 FAMILIES: dict[str, type[Family]] = {
     kind: family for family in (StableDiffusion, DeepFloydIF, Flux, StableDiffusion3) for kind in family.kinds
 }
+
+
+def trained_name(name: str, lora_id: int) -> str:
+    """The unique name a trained LoRA goes by in requests and PNG parameters: members' names repeat."""
+    return f"{name}#{lora_id}"
 
 
 def family_for(kind: str) -> type[Family]:
@@ -47,7 +53,23 @@ class Catalog:
         self.broken: dict[str, str] = {}  # name → why it cannot be loaded
         lora_specs = loras.values() if isinstance(loras, Mapping) else loras
         self.loras: dict[str, LoraSpec] = {spec.name: spec for spec in lora_specs}
+        # LoRAs members trained, by their unique name (see `trained_name`): accepted in requests, never
+        # listed here (each belongs to its owner, and to a server if shared; the bot decides who sees which).
+        self.trained: dict[str, LoraSpec] = {}
         self.max_loras = max_loras
+
+    @property
+    def all_loras(self) -> Mapping[str, LoraSpec]:
+        """Configured and trained LoRAs by request name, live (the engine looks sources up here)."""
+        return ChainMap(self.loras, self.trained)
+
+    def add_trained(self, spec: LoraSpec) -> None:
+        """Accept a trained LoRA in requests from now on."""
+        self.trained[spec.name] = spec
+
+    def remove_trained(self, name: str) -> None:
+        """Stop accepting a trained LoRA (it was deleted); jobs already queued with it fail by name."""
+        self.trained.pop(name, None)
 
     def mark_broken(self, name: str, reason: str) -> None:
         """Hide a model that cannot be loaded; its requests are refused with the reason."""
@@ -94,7 +116,7 @@ class Catalog:
         if not family_for(spec.kind).loras:
             raise InvalidRequest(f"The model '{spec.name}' ({spec.kind}) cannot use LoRAs; leave them out.")
         for name, _ in request.loras:
-            lora = self.loras.get(name)
+            lora = self.all_loras.get(name)
             if lora is None:
                 near = closest(name, self.loras)
                 hint = f" Did you mean: {', '.join(near)}?" if near else ""

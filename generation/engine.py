@@ -6,6 +6,7 @@ import gc
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -15,10 +16,14 @@ from generation.errors import GenerationError, InvalidRequest, ModelUnavailable,
 from generation.families.base import Family, StepReporter
 from generation.loras import a1111_short_hash, weights_file
 from generation.metadata import parameters_text
-from generation.request import GenerationRequest
+from generation.request import GenerationRequest, Mode
 from generation.results import GeneratedImage, StepProgress
 from generation.safety import DiffusersSafetyChecker, SafetyChecker
 from generation.specs import LoraSpec, ModelSpec
+from generation.training_inputs import TRAINABLE_KINDS
+
+if TYPE_CHECKING:
+    from diffusers import DiffusionPipeline
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +46,8 @@ class Engine:
     ) -> None:
         self.models = dict(models)
         # LoRAs by the name requests use; sources stay here, never in requests (they are not user data).
-        self.loras = dict(loras or {})
+        # Kept as given, not copied: the bot's catalog adds the LoRAs members train while it runs.
+        self.loras: Mapping[str, LoraSpec] = loras if loras is not None else {}
         self._hashes: dict[tuple[str, int, int], str] = {}  # (file, size, mtime) → A1111 short hash
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
@@ -90,6 +96,15 @@ class Engine:
         self._resident = family_for(spec.kind)(spec, self.device, self.dtype)
         self.load_seconds = time.perf_counter() - started
         return self._resident
+
+    def training_pipeline(self, name: str) -> DiffusionPipeline:
+        """The resident pipeline of a model a LoRA can be trained on, loading it if needed."""
+        spec = self.spec(name)
+        if spec.kind not in TRAINABLE_KINDS:
+            raise InvalidRequest(
+                f"LoRA training works on {' and '.join(TRAINABLE_KINDS)} models; '{spec.name}' is {spec.kind}."
+            )
+        return self.load(name).pipeline(Mode.TXT2IMG)  # type: ignore[attr-defined]  # the SD family's
 
     def adopt(self, loaded: Family) -> None:
         """Make an already-built model resident (benchmarks serve in-memory weights this way)."""

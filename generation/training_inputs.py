@@ -18,6 +18,7 @@ from generation.images import DEFAULT_LIMITS, ImageLimits, decode_image, to_rgb
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
 
+TRAINABLE_KINDS = ("sd", "sdxl")  # the kinds LoraTrainer knows (a UNet to add the LoRA to)
 MIN_PHOTOS = 3
 MAX_PHOTOS = 20
 MAX_STEPS = 5000
@@ -68,7 +69,8 @@ class TrainingSettings:
 
 
 MAX_NAME = 40
-_NAME_FORBIDDEN = set(':<>,"`')
+# `#` too: a trained LoRA is known as NAME#ID (generation.catalog.trained_name).
+_NAME_FORBIDDEN = set(':<>,"`#')
 
 
 def check_lora_name(name: str) -> str:
@@ -77,7 +79,7 @@ def check_lora_name(name: str) -> str:
     if not name or len(name) > MAX_NAME:
         raise InvalidRequest(f"A LoRA name must have 1 to {MAX_NAME} characters, not {len(name)}.")
     if _NAME_FORBIDDEN & set(name) or name != " ".join(name.split()):
-        raise InvalidRequest(f'The LoRA name {name!r} cannot hold any of : < > , " ` or repeated spaces.')
+        raise InvalidRequest(f'The LoRA name {name!r} cannot hold any of : < > , " ` # or repeated spaces.')
     return name
 
 

@@ -1,4 +1,4 @@
-"""What happens to a job, published to whoever listens (the bot, the CLI, tests)."""
+"""What happens to a job or a LoRA training, published to whoever listens (the bot, the CLI, tests)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-from storage.records import ImageRecord
+from storage.records import ImageRecord, LoraRecord
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,53 @@ class JobCancelled(JobEvent):
 FINAL_EVENTS = (JobDone, JobFailed, JobCancelled)
 
 
+@dataclass(frozen=True)
+class TrainingEvent:
+    """Base of the events of a LoRA training (its id is the trainings table's, not a job's)."""
+
+    training_id: int
+
+
+@dataclass(frozen=True)
+class TrainingStarted(TrainingEvent):
+    """A chunk of the training went to the GPU, at `step` of `total`."""
+
+    step: int
+    total: int
+
+
+@dataclass(frozen=True)
+class TrainingProgress(TrainingEvent):
+    """One training step finished, with its loss; `eta_seconds` is the estimate for the whole training."""
+
+    step: int
+    total: int
+    loss: float
+    eta_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class TrainingDone(TrainingEvent):
+    """The LoRA is in the library and its sample images are stored."""
+
+    lora: LoraRecord
+
+
+@dataclass(frozen=True)
+class TrainingFailed(TrainingEvent):
+    """The training failed; `error` is worded for its requester."""
+
+    error: str
+
+
+@dataclass(frozen=True)
+class TrainingCancelled(TrainingEvent):
+    """The training was cancelled before it finished."""
+
+
+Event = JobEvent | TrainingEvent
+
+
 class Subscription:
     """A subscriber's stream of events, registered from the moment it is created.
 
@@ -74,13 +121,13 @@ class Subscription:
     def __init__(self, bus: EventBus, job_id: int | None) -> None:
         self.job_id = job_id
         self._bus = bus
-        self._queue: asyncio.Queue[JobEvent] = asyncio.Queue()
+        self._queue: asyncio.Queue[Event] = asyncio.Queue()
 
-    def _offer(self, event: JobEvent) -> None:
-        if self.job_id is None or self.job_id == event.job_id:
+    def _offer(self, event: Event) -> None:
+        if self.job_id is None or self.job_id == getattr(event, "job_id", None):
             self._queue.put_nowait(event)
 
-    async def get(self) -> JobEvent:
+    async def get(self) -> Event:
         """The next event."""
         return await self._queue.get()
 
@@ -94,10 +141,10 @@ class Subscription:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def __aiter__(self) -> AsyncIterator[JobEvent]:
+    def __aiter__(self) -> AsyncIterator[Event]:
         return self._events()
 
-    async def _events(self) -> AsyncIterator[JobEvent]:
+    async def _events(self) -> AsyncIterator[Event]:
         while True:
             event = await self._queue.get()
             yield event
@@ -111,13 +158,13 @@ class EventBus:
     def __init__(self) -> None:
         self._subscriptions: list[Subscription] = []
 
-    def publish(self, event: JobEvent) -> None:
+    def publish(self, event: Event) -> None:
         """Hand an event to every interested subscriber. Call on the event loop."""
         for subscription in list(self._subscriptions):
             subscription._offer(event)
 
     def subscribe(self, job_id: int | None = None) -> Subscription:
-        """Events for one job, or for every job when job_id is None."""
+        """Events for one job, or every event (trainings' too) when job_id is None."""
         subscription = Subscription(self, job_id)
         self._subscriptions.append(subscription)
         return subscription

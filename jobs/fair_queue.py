@@ -47,9 +47,9 @@ GuildKey = int | None  # None: direct messages, scheduled as one guild of their 
 
 @dataclass(frozen=True)
 class QueuedJob:
-    """What the scheduler needs to know about one queued generation job."""
+    """What the scheduler needs to know about one queued generation job, or one chunk of a LoRA training."""
 
-    job_id: int
+    job_id: int  # a job's id; minus the training's id for a training chunk (jobs.training)
     user_id: int
     guild_id: GuildKey
     cost: float  # pixel-steps (width x height x steps x images); the fairness unit
@@ -66,6 +66,11 @@ class QueuedJob:
             raise ValueError(f"job weight must be a positive number, not {self.weight!r}")
         if self.images < 1:
             raise ValueError(f"a job must produce at least one image, not {self.images}")
+
+    @property
+    def training_id(self) -> int | None:
+        """The training this is a chunk of; None for an image job."""
+        return -self.job_id if self.job_id < 0 else None
 
 
 @dataclass

@@ -24,11 +24,23 @@ class Limits:
     max_queued_per_user: int = 5
     daily_images_per_user: int = 0
     cooldown_seconds: float = 0.0
+    # Dreambooth LoRA trainings (/train): steps and photos per training, trainings per user per day.
+    max_train_steps: int = 1000
+    max_train_photos: int = 20
+    daily_trainings_per_user: int = 2
 
     @classmethod
     def unlimited(cls) -> Limits:
         """No limits beyond what a request itself allows (the operator's local CLI)."""
-        return cls(max_steps=10**6, max_count=10**6, max_pixels=10**12, max_queued_per_user=10**9)
+        return cls(
+            max_steps=10**6,
+            max_count=10**6,
+            max_pixels=10**12,
+            max_queued_per_user=10**9,
+            max_train_steps=10**6,
+            max_train_photos=10**6,
+            daily_trainings_per_user=0,
+        )
 
     def with_overrides(self, settings: Mapping[str, Any]) -> Limits:
         """These limits with a server's stored settings applied; unrelated keys are ignored."""

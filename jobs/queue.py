@@ -14,10 +14,11 @@ from typing import Any
 
 from generation.catalog import Catalog
 from generation.request import GenerationRequest
-from jobs.events import EventBus, JobCancelled, JobQueued
+from jobs.events import EventBus, JobCancelled, JobQueued, TrainingCancelled
 from jobs.fair_queue import FairQueue, QueuedJob, ThroughputMeter, eta_seconds
 from jobs.limits import LimitExceeded, Limits, check_request
-from storage.records import JobRecord
+from jobs.training import DEFAULT_CHUNK, training_job
+from storage.records import JobRecord, TrainingRecord
 from storage.store import Store
 
 log = logging.getLogger(__name__)
@@ -60,8 +61,17 @@ def queued_job(job: JobRecord, request: GenerationRequest, catalog: Catalog | No
 class JobQueue:
     """Accepts jobs under limits, keeps them durable, and hands the worker fair batches."""
 
-    def __init__(self, store: Store, bus: EventBus, limits: Limits, *, catalog: Catalog | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        bus: EventBus,
+        limits: Limits,
+        *,
+        catalog: Catalog | None = None,
+        training_chunk: int = DEFAULT_CHUNK,
+    ) -> None:
         self.store = store
+        self.training_chunk = training_chunk  # training steps per turn on the GPU
         # The models and their families: refuses what a model cannot do, and costs jobs per family.
         self.catalog = catalog
         self.bus = bus
@@ -80,8 +90,31 @@ class JobQueue:
                 self._fair.push(queued_job(job, await self.store.load_request(job), self.catalog))
         if requeued or failed:
             log.warning("after restart: %d interrupted job(s) re-queued, %d given up", len(requeued), len(failed))
+        resumed, abandoned = await self.store.requeue_interrupted_trainings(max_attempts)
+        for training in await self.store.queued_trainings():
+            self.push_training(training)
+        if resumed or abandoned:
+            log.warning("after restart: %d training(s) resume, %d given up", len(resumed), len(abandoned))
         self._changed()
         return requeued, failed
+
+    def push_training(self, training: TrainingRecord) -> int:
+        """Queue a training's next chunk (a stored, queued or running training); returns its position."""
+        job = training_job(training, self.training_chunk)
+        if job.job_id not in self._fair:
+            self._fair.push(job)
+        self._changed()
+        return self._fair.position(job.job_id) or 1
+
+    async def cancel_training(self, training_id: int) -> bool:
+        """Cancel a queued or running training; True if it was still active. Permission checks are the caller's."""
+        if self._fair.remove(-training_id) is None:
+            self.cancelled_running.add(-training_id)  # its chunk stops at the next step
+        cancelled = await self.store.cancel_training(training_id)
+        if cancelled:
+            self.bus.publish(TrainingCancelled(training_id))
+            self._changed()
+        return cancelled
 
     async def limits_for(self, guild_id: int | None) -> Limits:
         """The limits in force for a server (None: direct messages)."""
@@ -196,8 +229,8 @@ class JobQueue:
         return eta_seconds(self._fair, job_id, self.meter)
 
     def waiting(self, user_id: int | None = None) -> list[QueuedJob]:
-        """Queued jobs in the order they will run, optionally one user's only."""
-        return [j for j in self._fair.order() if user_id is None or j.user_id == user_id]
+        """Queued image jobs in the order they will run, optionally one user's only."""
+        return [j for j in self._fair.order() if j.training_id is None and (user_id is None or j.user_id == user_id)]
 
     def __len__(self) -> int:
         return len(self._fair)
@@ -209,4 +242,5 @@ class JobQueue:
         ahead = 0.0
         for position, job in enumerate(self._fair.iter_order(), start=1):
             ahead += job.cost
-            self.bus.publish(JobQueued(job.job_id, position, ahead / rate if rate else None))
+            if job.training_id is None:  # a training's message shows its steps, not its place
+                self.bus.publish(JobQueued(job.job_id, position, ahead / rate if rate else None))

@@ -17,13 +17,25 @@ from generation.engine import Engine
 from generation.errors import Cancelled, OutOfMemory, UserFacingError
 from generation.request import GenerationRequest
 from generation.results import GeneratedImage, StepProgress
-from jobs.events import JobDone, JobFailed, JobProgress, JobStarted
+from jobs.events import (
+    JobDone,
+    JobFailed,
+    JobProgress,
+    JobStarted,
+    TrainingDone,
+    TrainingFailed,
+    TrainingProgress,
+    TrainingStarted,
+)
 from jobs.fair_queue import QueuedJob
 from jobs.queue import JobQueue
+from jobs.training import TrainingRunner, chunk_cost, photo_loader, trained_spec
+from storage.records import JobStatus, TrainingRecord
 
 log = logging.getLogger(__name__)
 
 UNEXPECTED_ERROR = "Something went wrong on our side while generating; it has been logged. Please try again."
+TRAINING_ERROR = "Something went wrong on our side while training; it has been logged. Please try again."
 # Results are encoded and stored while the GPU already runs the next batch; this bounds the backlog.
 MAX_PENDING_SAVES = 2
 # Model affinity: a job on the resident model may go first when due within a window of fair-queue work
@@ -47,6 +59,8 @@ class Worker:
         self.bus = queue.bus
         self.max_batch = max_batch
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpu")
+        self.training = TrainingRunner(engine, queue.store)
+        self._trainings: set[int] = set()  # trainings this worker started: a graceful stop returns them
         self._interrupt = threading.Event()  # shutdown: stop the running call at the next step
         self._running: list[QueuedJob] = []
         self._saves: set[asyncio.Task[None]] = set()
@@ -73,11 +87,17 @@ class Worker:
                     return
                 raise
             try:
-                await self._run_batch(batch)
+                if batch[0].training_id is not None:
+                    await self._train(batch[0])
+                else:
+                    await self._run_batch(batch)
             except Exception:
                 log.exception("worker: batch %s failed unexpectedly", [j.job_id for j in batch])
                 for job in batch:
-                    await self._fail(job, UNEXPECTED_ERROR)
+                    if job.training_id is not None:
+                        await self._fail_training(job.training_id, TRAINING_ERROR)
+                    else:
+                        await self._fail(job, UNEXPECTED_ERROR)
             finally:
                 self.queue.cancelled_running.difference_update(job.job_id for job in batch)
                 self._running = []
@@ -101,6 +121,84 @@ class Worker:
             await asyncio.gather(task, return_exceptions=True)
         await asyncio.gather(*self._saves, return_exceptions=True)
         self._executor.shutdown(wait=True)
+        if self._trainings:  # resumed at the next start from their checkpoints, without counting an attempt
+            await self.store.return_trainings_to_queue(self._trainings)
+
+    async def _train(self, job: QueuedJob) -> None:
+        """One chunk of a training, then its progress recorded and its next chunk queued (or the LoRA made)."""
+        training_id = job.training_id
+        assert training_id is not None
+        training = await self.store.get_training(training_id)
+        if training is None or training.status.is_finished:
+            return  # cancelled while it waited
+        if training.status is JobStatus.QUEUED:
+            if not await self.store.start_training(training_id):
+                return
+            training = await self.store.get_training(training_id)
+            assert training is not None
+        self._trainings.add(training_id)
+        self._running = [job]
+        loop = asyncio.get_running_loop()
+        rate = self.queue.meter.rate
+
+        def on_step(step: int, total: int, loss: float) -> None:
+            eta = chunk_cost(training, total - step) / rate if rate else None
+            loop.call_soon_threadsafe(self.bus.publish, TrainingProgress(training_id, step, total, loss, eta))
+
+        def should_cancel() -> bool:
+            return self._interrupt.is_set() or job.job_id in self.queue.cancelled_running
+
+        self.bus.publish(TrainingStarted(training_id, training.steps_done, training.total_steps))
+        started = time.perf_counter()
+        try:
+            result = await loop.run_in_executor(
+                self._executor,
+                self.training.run_chunk,
+                training,
+                self.queue.training_chunk,
+                photo_loader(self.store, training, loop),
+                on_step,
+                should_cancel,
+            )
+        except UserFacingError as exc:
+            await self._fail_training(training_id, exc.user_message)
+            return
+        ran = result.step - training.steps_done
+        if ran > 0:
+            self.queue.meter.record(chunk_cost(training, ran), time.perf_counter() - started)
+        if result.cancelled and not self._interrupt.is_set():
+            self._trainings.discard(training_id)
+            return  # by its member, who was told already
+        await self.store.record_training_progress(
+            training_id, steps_done=result.step, last_loss=result.loss, checkpoint_written=True
+        )
+        if result.cancelled:
+            return  # a shutdown: stop() returns it to the queue, to resume from this checkpoint
+        if result.done:
+            await self._finish_training(training)
+        else:
+            self.queue.push_training(await self.store.get_training(training_id) or training)
+
+    async def _finish_training(self, training: TrainingRecord) -> None:
+        lora = await self.store.finish_training(training.id)
+        self._trainings.discard(training.id)
+        if self.queue.catalog is not None:
+            self.queue.catalog.add_trained(trained_spec(lora, self.store.lora_path(lora)))
+        try:
+            loop = asyncio.get_running_loop()
+            samples = await loop.run_in_executor(self._executor, self.training.make_samples, training, lora)
+            await self.store.record_training_samples(training.id, samples)
+        except Exception:  # the LoRA is made and stored: a sample that fails must not lose it
+            log.exception("worker: could not make the sample images of training %d", training.id)
+        self.bus.publish(TrainingDone(training.id, lora))
+
+    async def _fail_training(self, training_id: int, error: str) -> None:
+        self._trainings.discard(training_id)
+        try:
+            if await self.store.fail_training(training_id, error):
+                self.bus.publish(TrainingFailed(training_id, error))
+        except Exception:
+            log.exception("worker: could not record failure of training %d", training_id)
 
     async def _run_batch(self, batch: list[QueuedJob]) -> None:
         started = set(await self.store.mark_running([job.job_id for job in batch]))
@@ -164,6 +262,7 @@ class Worker:
         self, loop: asyncio.AbstractEventLoop, jobs: list[QueuedJob], requests: list[GenerationRequest]
     ) -> list[list[GeneratedImage]]:
         # Runs on the GPU thread: only thread-safe hand-offs back to the loop from here.
+        self.training.forget(unless_model=requests[0].model)  # its trainer would keep another model in memory
         offsets, position = [], 0
         for request in requests:
             offsets.append(position)

@@ -19,6 +19,7 @@ from typing import Any
 import aiosqlite
 from PIL import Image
 
+from generation.atomic import write_atomic
 from storage.database import Database, fetch_all, fetch_one
 from storage.files import ImageFiles, WrittenFile
 from storage.records import (
@@ -89,6 +90,7 @@ class LoraLibrary:
         photos: Sequence[Image.Image],
         class_photos: Sequence[Image.Image] = (),
         channel_id: int | None = None,
+        origin: dict[str, Any] | None = None,
     ) -> TrainingRecord:
         """Store the photos, then commit a queued training; refuses a name the user already has."""
         saved = await asyncio.to_thread(lambda: [self._files.save_input(photo) for photo in photos])
@@ -99,8 +101,8 @@ class LoraLibrary:
             cursor = await db.execute(
                 """
                 INSERT INTO trainings (user_id, guild_id, channel_id, name, trigger_token, class_word, base_model,
-                                       kind, settings, photos, class_photos, status, total_steps, created_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                       kind, settings, photos, class_photos, status, total_steps, created_at, origin)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """,
                 (
                     user_id,
@@ -117,6 +119,7 @@ class LoraLibrary:
                     JobStatus.QUEUED.value,
                     int(total_steps),
                     self._db.now(),
+                    None if origin is None else json.dumps(origin, sort_keys=True),
                 ),
             )
             row = await fetch_one(db, "SELECT * FROM trainings WHERE id = ?", (cursor.lastrowid,))
@@ -140,6 +143,28 @@ class LoraLibrary:
         if training is not None:
             raise LoraNameTaken(f"A training named '{name}' is already under way (training #{training['id']}).")
 
+    async def update_training_origin(self, training_id: int, changes: dict[str, Any]) -> dict[str, Any]:
+        """Merge `changes` into a training's origin (e.g. the id of the message that reports on it)."""
+        async with self._db.write() as db:
+            row = await fetch_one(db, "SELECT origin FROM trainings WHERE id = ?", (training_id,))
+            if row is None:
+                raise UnknownTraining(f"There is no training {training_id}.")
+            origin = json.loads(row["origin"] or "{}") | changes
+            await db.execute(
+                "UPDATE trainings SET origin = ? WHERE id = ?", (json.dumps(origin, sort_keys=True), training_id)
+            )
+        return origin
+
+    async def trainings_today(self, user_id: int, guild_id: int | None) -> int:
+        """How many trainings this user asked for today (UTC) in this guild (None: direct messages)."""
+        since = self._db.today().isoformat()
+        row = await self._db.fetch_one(
+            "SELECT count(*) FROM trainings WHERE user_id = ? AND guild_id IS ? AND created_at >= ?",
+            (user_id, guild_id, since),
+        )
+        assert row is not None
+        return int(row[0])
+
     async def get_training(self, training_id: int) -> TrainingRecord | None:
         """The training with this id, or None."""
         row = await self._db.fetch_one("SELECT * FROM trainings WHERE id = ?", (training_id,))
@@ -155,11 +180,32 @@ class LoraLibrary:
         return None if row is None else training_from_row(row)
 
     async def queued_trainings(self) -> list[TrainingRecord]:
-        """Every queued training, oldest first."""
+        """Every queued training the bot was asked for (the command line runs its own), oldest first."""
         rows = await self._db.fetch_all(
-            "SELECT * FROM trainings WHERE status = ? ORDER BY id", (JobStatus.QUEUED.value,)
+            "SELECT * FROM trainings WHERE status = ? AND origin IS NOT NULL ORDER BY id", (JobStatus.QUEUED.value,)
         )
         return [training_from_row(row) for row in rows]
+
+    async def active_trainings(self, user_id: int) -> list[TrainingRecord]:
+        """A user's queued or running trainings, oldest first."""
+        rows = await self._db.fetch_all(
+            "SELECT * FROM trainings WHERE user_id = ? AND status IN (?, ?) ORDER BY id", (user_id, *_ACTIVE)
+        )
+        return [training_from_row(row) for row in rows]
+
+    async def return_trainings_to_queue(self, training_ids: Iterable[int]) -> list[int]:
+        """Running trainings back to queued without counting the attempt (a graceful stop); the ids moved."""
+        ids = [int(i) for i in training_ids]
+        if not ids:
+            return []
+        async with self._db.write() as db:
+            rows = await fetch_all(
+                db,
+                f"UPDATE trainings SET status = ?, updated_at = ?, attempts = MAX(attempts - 1, 0) "
+                f"WHERE status = ? AND id IN ({', '.join('?' * len(ids))}) RETURNING id",
+                (JobStatus.QUEUED.value, self._db.now(), JobStatus.RUNNING.value, *ids),
+            )
+        return sorted(row["id"] for row in rows)
 
     async def start_training(self, training_id: int) -> bool:
         """Move a queued training to running (attempts += 1); False if it was not queued."""
@@ -242,6 +288,44 @@ class LoraLibrary:
         await asyncio.to_thread(self._drop_checkpoint, training_id)
         return lora_from_row(row)
 
+    def sample_relative(self, training_id: int, index: int) -> str:
+        """Where a finished training's sample image goes, relative to the files root."""
+        return f"loras/{int(training_id)}-sample-{int(index)}.png"
+
+    async def record_training_samples(self, training_id: int, pngs: Sequence[bytes]) -> tuple[str, ...]:
+        """Write the sample images (PNG bytes) made with a finished training's LoRA and record their paths."""
+        paths = tuple(self.sample_relative(training_id, index) for index in range(len(pngs)))
+
+        def write() -> None:
+            for path, data in zip(paths, pngs, strict=True):
+                write_atomic(self._files.absolute(path), data)
+
+        await asyncio.to_thread(write)
+        async with self._db.write() as db:
+            await db.execute("UPDATE trainings SET samples = ? WHERE id = ?", (json.dumps(paths), training_id))
+        return paths
+
+    def sample_file(self, relative: str) -> Path:
+        """The absolute path of a stored sample image."""
+        return self._files.absolute(relative)
+
+    async def undelivered_trainings(self) -> list[TrainingRecord]:
+        """Trainings asked for on Discord that ended but whose final message was never sent, oldest first."""
+        rows = await self._db.fetch_all(
+            "SELECT * FROM trainings WHERE origin IS NOT NULL AND delivered_at IS NULL AND status IN (?, ?, ?) "
+            "ORDER BY id",
+            (JobStatus.DONE.value, JobStatus.FAILED.value, JobStatus.CANCELLED.value),
+        )
+        return [training_from_row(row) for row in rows]
+
+    async def mark_training_delivered(self, training_id: int) -> None:
+        """Record that a training's final message went out (it is not sent again)."""
+        async with self._db.write() as db:
+            await db.execute(
+                "UPDATE trainings SET delivered_at = ? WHERE id = ? AND delivered_at IS NULL",
+                (self._db.now(), training_id),
+            )
+
     def _drop_checkpoint(self, training_id: int) -> None:
         checkpoint = self.checkpoint_file(training_id)
         checkpoint.unlink(missing_ok=True)
@@ -271,9 +355,10 @@ class LoraLibrary:
     ) -> tuple[list[TrainingRecord], list[TrainingRecord]]:
         """At start-up: trainings left running go back to queued (to resume), or fail after `max_attempts`.
 
-        `training_id` limits this to one training (the command line resuming its own)."""
+        `training_id` limits this to one training (the command line resuming its own); without it, to the
+        trainings the bot was asked for (the command line's resume when the command is run again)."""
         now = self._db.now()
-        only, only_values = ("AND id = ?", (training_id,)) if training_id is not None else ("", ())
+        only, only_values = ("AND origin IS NOT NULL", ()) if training_id is None else ("AND id = ?", (training_id,))
         async with self._db.write() as db:
             requeued = await fetch_all(
                 db,
@@ -310,6 +395,18 @@ class LoraLibrary:
             "SELECT * FROM loras WHERE deleted_at IS NULL AND (owner_id = ? OR (shared = 1 AND guild_id = ?)) "
             "ORDER BY id DESC",
             (user_id, guild_id),
+        )
+        return [lora_from_row(row) for row in rows]
+
+    async def live_loras(self) -> list[LoraRecord]:
+        """Every LoRA not deleted, oldest first (the bot offers them, each to whom it belongs)."""
+        rows = await self._db.fetch_all("SELECT * FROM loras WHERE deleted_at IS NULL ORDER BY id")
+        return [lora_from_row(row) for row in rows]
+
+    async def loras_made_in(self, guild_id: int) -> list[LoraRecord]:
+        """The live LoRAs trained in a guild, shared or not (its moderators may delete them); newest first."""
+        rows = await self._db.fetch_all(
+            "SELECT * FROM loras WHERE deleted_at IS NULL AND guild_id = ? ORDER BY id DESC", (guild_id,)
         )
         return [lora_from_row(row) for row in rows]
 

@@ -183,7 +183,16 @@ _V2_LORAS = [
     "CREATE INDEX loras_by_guild ON loras (guild_id, id) WHERE shared = 1 AND deleted_at IS NULL",
 ]
 
-MIGRATIONS: list[list[str]] = [_V1_INITIAL, _V2_LORAS]
+# Trainings asked for on Discord: where to report (as jobs keep it), the sample images made at the end, and
+# when the final message went out, so delivery survives a restart.
+_V3_TRAINING_DELIVERY = [
+    "ALTER TABLE trainings ADD COLUMN origin TEXT",  # JSON: interaction or message to edit
+    "ALTER TABLE trainings ADD COLUMN samples TEXT NOT NULL DEFAULT '[]'",  # JSON list of relative paths
+    "ALTER TABLE trainings ADD COLUMN delivered_at TEXT",
+    "CREATE INDEX trainings_undelivered ON trainings (id) WHERE delivered_at IS NULL AND origin IS NOT NULL",
+]
+
+MIGRATIONS: list[list[str]] = [_V1_INITIAL, _V2_LORAS, _V3_TRAINING_DELIVERY]
 """MIGRATIONS[n - 1] takes the schema from version n - 1 to n."""
 
 

@@ -229,6 +229,9 @@ class TrainingRecord:
     started_at: datetime | None
     updated_at: datetime | None
     finished_at: datetime | None
+    origin: dict[str, Any] | None = None  # where the bot reports on it (None: the command line)
+    samples: tuple[str, ...] = ()  # sample images made with the finished LoRA, relative to the files root
+    delivered_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -284,6 +287,9 @@ def training_from_row(row: sqlite3.Row) -> TrainingRecord:
         started_at=from_db_time(row["started_at"]),
         updated_at=from_db_time(row["updated_at"]),
         finished_at=from_db_time(row["finished_at"]),
+        origin=_json_or_none(row["origin"]),
+        samples=tuple(json.loads(row["samples"])),
+        delivered_at=from_db_time(row["delivered_at"]),
     )
 
 

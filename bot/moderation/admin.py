@@ -55,6 +55,9 @@ class AdminCog(commands.GroupCog, group_name="imagine-admin", group_description=
     share = app_commands.Group(name="share", description="Roles with a larger fair share of the GPU")
     block = app_commands.Group(name="block", description="Members who may not make images here")
     words = app_commands.Group(name="words", description="Banned words and phrases in prompts")
+    train_roles = app_commands.Group(
+        name="train-roles", description="Roles allowed to train LoRAs (none: whoever may make images)"
+    )
 
     def __init__(self, bot: ImagineBot) -> None:
         self.bot = bot
@@ -120,8 +123,9 @@ class AdminCog(commands.GroupCog, group_name="imagine-admin", group_description=
         options: list[str] = {
             "nsfw": list(NSFW_POLICIES),
             "default_model": self.bot.services.catalog.names,  # not the models that failed to load
-            "dms": ["on", "off"],
         }.get(key, [])
+        if key in SETTINGS and SETTINGS[key].kind == "switch":
+            options = ["on", "off"]
         return [app_commands.Choice(name=o, value=o) for o in options if current.casefold() in o.casefold()][:25]
 
     @app_commands.command(name="reset")
@@ -211,6 +215,18 @@ class AdminCog(commands.GroupCog, group_name="imagine-admin", group_description=
     async def words_remove(self, interaction: discord.Interaction, words: app_commands.Range[str, 1, 1000]) -> None:
         """Allow banned words again"""
         await self._remove(interaction, "banned_words", [" ".join(w.split()) for w in words.split(",") if w.strip()])
+
+    @train_roles.command(name="add")
+    @app_commands.describe(role="A role whose members may train LoRAs")
+    async def train_roles_add(self, interaction: discord.Interaction, role: discord.Role) -> None:
+        """Allow a role to train LoRAs (once any is listed, only listed roles may)"""
+        await self._add(interaction, "train_roles", [role.id])
+
+    @train_roles.command(name="remove")
+    @app_commands.describe(role="A role to take off the list")
+    async def train_roles_remove(self, interaction: discord.Interaction, role: discord.Role) -> None:
+        """Take a role off the training list (an empty list allows whoever may make images)"""
+        await self._remove(interaction, "train_roles", [role.id])
 
     # --- shared ---------------------------------------------------------------------------------------
 

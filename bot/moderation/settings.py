@@ -3,7 +3,8 @@
 Values are stored as JSON in storage (guild_settings, audited). Numeric limits use the field names of
 jobs.limits.Limits, so `Limits.with_overrides(stored)` applies them as they are. A server may
 only tighten the operator's `[limits]`: no more steps, images or pixels than the config allows, no
-shorter cooldown, no larger daily quota.
+shorter cooldown, no larger daily quota; and for LoRA training (/train), no more steps or photos per
+training and no more trainings per day.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from bot.config import Config
 from bot.moderation.words import usable_entry
 from generation.errors import InvalidRequest
 from generation.request import MIN_SIDE
+from generation.training_inputs import MIN_PHOTOS
 
 DM_SCOPE = 0
 """Settings for direct messages are kept under guild 0, as usage counters are: Discord never issues 0."""
@@ -69,6 +71,12 @@ SETTINGS: dict[str, Setting] = {
         Setting("nsfw", "Images flagged as NSFW", "nsfw"),
         Setting("default_model", "Model used when none is picked", "model"),
         Setting("dms", "Direct messages served (bot-wide)", "switch", bot_wide=True),
+        Setting("training", "Members may train LoRAs with /train", "switch"),
+        Setting("train_roles", "Roles allowed to train LoRAs", "roles"),
+        Setting("max_train_photos", "Most photos per training", "int"),
+        Setting("max_train_steps", "Most steps per training", "int"),
+        Setting("daily_trainings_per_user", "Trainings per member per day (UTC)", "quota"),
+        Setting("lora_sharing", "Members may share their LoRAs with the server", "switch"),
     )
 }
 SCALAR_KEYS = [key for key, s in SETTINGS.items() if not s.is_list]
@@ -93,6 +101,12 @@ def defaults(config: Config) -> dict[str, Any]:
         "nsfw": DEFAULT_NSFW,
         "default_model": config.generation.default_model,
         "dms": True,
+        "training": True,
+        "train_roles": [],
+        "max_train_photos": limits.max_train_photos,
+        "max_train_steps": limits.max_train_steps,
+        "daily_trainings_per_user": limits.daily_trainings_per_user,
+        "lora_sharing": True,
     }
 
 
@@ -115,13 +129,16 @@ def _whole(key: str, text: str, low: int, high: int) -> int:
     return value
 
 
+_FLOORS = {"max_train_photos": MIN_PHOTOS}  # a training needs at least this many photos
+
+
 def _int(key: str, text: str, config: Config) -> int:
     ceiling = getattr(config.limits, key)
-    return _whole(key, text, 1, ceiling)
+    return _whole(key, text, _FLOORS.get(key, 1), ceiling)
 
 
 def _quota(key: str, text: str, config: Config) -> int:
-    ceiling = config.limits.daily_images_per_user
+    ceiling = getattr(config.limits, key)
     # When the operator set a quota, servers may lower it but not lift it (0 would mean none).
     return _whole(key, text, 1, ceiling) if ceiling else _whole(key, text, 0, 1_000_000)
 
@@ -254,7 +271,7 @@ def show_value(key: str, value: Any) -> str:
     if kind == "channels":
         return ", ".join(f"<#{v}>" for v in value) if value else "all channels"
     if kind == "roles":
-        return ", ".join(f"<@&{v}>" for v in value) if value else "everyone"
+        return ", ".join(f"<@&{v}>" for v in value) if value else _NO_ROLES.get(key, "everyone")
     if kind == "users":
         return ", ".join(f"<@{v}>" for v in value) if value else "nobody"
     if kind == "weights":
@@ -262,7 +279,7 @@ def show_value(key: str, value: Any) -> str:
     if kind == "words":
         return ", ".join(f"||{_plain(v)}||" for v in value) if value else "none"
     if kind == "quota":
-        return f"{value} images" if value else "no quota"
+        return f"{value} {_QUOTA_UNITS[key]}{'s' if value != 1 else ''}" if value else "no quota"
     if kind == "seconds":
         return f"{value:g} s" if value else "none"
     if kind == "pixels":
@@ -275,6 +292,10 @@ def show_value(key: str, value: Any) -> str:
     if kind == "text":
         return f"`{_plain(value)}`" if value else "none"
     return f"{value}"
+
+
+_NO_ROLES = {"train_roles": "whoever may make images"}
+_QUOTA_UNITS = {"daily_images_per_user": "image", "daily_trainings_per_user": "training"}
 
 
 def _plain(text: str) -> str:

@@ -33,6 +33,7 @@ async def new_training(store: Store, *, user_id: int = 7, name: str = "Rex", gui
         "settings": SETTINGS,
         "total_steps": 100,
         "photos": photos(),
+        "origin": {"kind": "interaction"},  # asked for on Discord (the command line's have none)
     }
     return await store.create_training(**(fields | extra))
 
