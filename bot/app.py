@@ -12,8 +12,11 @@ from bot.imagine.actions import run_action
 from bot.imagine.views import JobButton, progress_view, result_view
 from bot.render import NO_MENTIONS
 from bot.services import Services
+from bot.train.actions import run_training_action
+from bot.train.delivery import TrainingDelivery
+from bot.train.views import TrainingButton
 
-EXTENSIONS = ("bot.imagine.cog", "bot.history", "bot.remix", "bot.moderation.admin")
+EXTENSIONS = ("bot.imagine.cog", "bot.history", "bot.remix", "bot.moderation.admin", "bot.train.cog")
 
 
 def intents() -> discord.Intents:
@@ -43,13 +46,14 @@ class ImagineBot(commands.Bot):
         self.delivery = Delivery(
             self, services.store, services.queue.bus, result_view=result_view, progress_view=progress_view
         )
+        self.training_delivery = TrainingDelivery(self, services.store, services.queue.bus)
         self.tree.on_error = self.on_app_command_error
 
     async def setup_hook(self) -> None:
         """Load cogs, make old buttons work again, sync commands, start delivering."""
         for extension in EXTENSIONS:
             await self.load_extension(extension)
-        self.add_dynamic_items(JobButton)
+        self.add_dynamic_items(JobButton, TrainingButton)
         guild_ids = self.services.config.discord.guild_ids
         if guild_ids:
             for guild_id in guild_ids:
@@ -59,16 +63,23 @@ class ImagineBot(commands.Bot):
         else:
             await self.tree.sync()
         self.delivery.start()
+        self.training_delivery.start()
         await self.delivery.deliver_undelivered()
+        await self.training_delivery.deliver_undelivered()
 
     async def close(self) -> None:
         """Stop delivering before the connection goes."""
         await self.delivery.stop()
+        await self.training_delivery.stop()
         await super().close()
 
     async def run_button(self, interaction: discord.Interaction, action: str, job_id: int, index: int | None) -> None:
         """What a result or progress button does when clicked."""
         await run_action(interaction, action, job_id, index)
+
+    async def run_training_button(self, interaction: discord.Interaction, action: str, target_id: int) -> None:
+        """What a button on a training message does when clicked."""
+        await run_training_action(interaction, action, target_id)
 
     async def on_app_command_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
         """Answer failed checks (e.g. missing Manage Server) with their reason; log the unexpected."""

@@ -47,6 +47,8 @@ class GenerationConfig:
     max_attempts: int = 3
     max_loras: int = 3
     train_chunk_steps: int = 25  # LoRA training steps per turn on the GPU (and per checkpoint)
+    train_steps: int = 500  # /train's steps when the member gives none (at most the server's max_train_steps)
+    train_learning_rate: float = 1e-4  # the Dreambooth LoRA recipe's
 
 
 DEFAULT_MODELS = (

@@ -116,13 +116,16 @@ async def bot_parts(config: Config, engine: Engine | None = None) -> AsyncIterat
     in order. Raises StartupError when one of them cannot be had."""
     generation = config.generation
     catalog = build_catalog(config)
-    engine = engine or Engine(
-        config.model_map,
-        device=generation.device,
-        dtype=generation.dtype,
-        preview_every=generation.preview_every,
-        loras=catalog.all_loras,  # live: LoRAs members train are added as they finish
-    )
+    if engine is None:
+        engine = Engine(
+            config.model_map,
+            device=generation.device,
+            dtype=generation.dtype,
+            preview_every=generation.preview_every,
+            loras=catalog.all_loras,  # live: LoRAs members train are added as they finish
+        )
+    else:
+        engine.loras = catalog.all_loras  # an engine handed in (tests reuse one) serves this catalog's LoRAs
     async with await open_store(config.storage) as store:
         queue = JobQueue(store, EventBus(), config.limits, catalog=catalog, training_chunk=generation.train_chunk_steps)
         await register_trained(catalog, store)

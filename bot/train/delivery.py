@@ -1,0 +1,249 @@
+"""Turns training events into Discord messages: queued, step/total with loss and ETA, then the samples.
+
+Like bot.delivery for jobs: all that is needed to reach the member is the training's stored `origin`, edits
+are coalesced (latest wins) and spaced out, and the final message is recorded as delivered once it went out.
+A training outlives its interaction token (15 minutes), so after that its progress moves to a channel
+message of the bot's own, which it keeps editing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import discord
+
+from bot.delivery import EDIT_INTERVAL, TOKEN_USABLE_FOR
+from bot.render import NO_MENTIONS
+from bot.train import messages
+from bot.train.views import lora_view, progress_view
+from jobs.events import (
+    Event,
+    EventBus,
+    TrainingCancelled,
+    TrainingDone,
+    TrainingEvent,
+    TrainingFailed,
+    TrainingProgress,
+    TrainingStarted,
+)
+from storage.records import JobStatus, TrainingRecord
+from storage.store import Store
+
+log = logging.getLogger(__name__)
+
+SendFirst = Callable[[str, discord.ui.View], Awaitable[int | None]]
+
+
+@dataclass
+class _Tracker:
+    training: TrainingRecord
+    responded: asyncio.Event = field(default_factory=asyncio.Event)
+    latest: str | None = None
+    last_edit: float = 0.0
+    editor: asyncio.Task[None] | None = None
+
+
+class TrainingDelivery:
+    """Follows every training through the event bus and keeps its Discord message up to date."""
+
+    def __init__(
+        self,
+        client: discord.Client,
+        store: Store,
+        bus: EventBus,
+        *,
+        edit_interval: float = EDIT_INTERVAL,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.edit_interval = edit_interval
+        self.clock = clock
+        self._trackers: dict[int, _Tracker] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._subscription = bus.subscribe()
+        self._loop_task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start following events (subscribed since construction, so none are missed)."""
+        self._loop_task = asyncio.create_task(self._run(), name="training-delivery")
+
+    async def stop(self) -> None:
+        """Stop following events; final messages not sent stay undelivered for the next start."""
+        self._subscription.close()
+        tasks = [t for t in (self._loop_task, *self._tasks, *(tr.editor for tr in self._trackers.values())) if t]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def acknowledge(self, training: TrainingRecord, position: int, send: SendFirst) -> None:
+        """Tell the member their training is queued with `send`, then keep that message up to date."""
+        tracker = self._trackers.setdefault(training.id, _Tracker(training))
+        message_id = None
+        try:
+            message_id = await send(messages.queued_text(training, position), progress_view(training.id))
+        finally:
+            origin = await self.store.update_training_origin(training.id, {"message_id": message_id})
+            tracker.training = _with_origin(tracker.training, origin)
+            tracker.responded.set()
+
+    async def deliver_undelivered(self) -> None:
+        """After a start: send every final message that never went out."""
+        for training in await self.store.undelivered_trainings():
+            self._spawn(self._finish(training.id))
+
+    async def _run(self) -> None:
+        async for event in self._subscription:
+            try:
+                await self._handle(event)
+            except Exception:
+                log.exception("training delivery: could not handle %r", event)
+
+    async def _handle(self, event: Event) -> None:
+        if not isinstance(event, TrainingEvent):
+            return
+        if isinstance(event, TrainingDone | TrainingFailed | TrainingCancelled):
+            self._spawn(self._finish(event.training_id))
+            return
+        tracker = await self._tracker(event.training_id)
+        if tracker is None:
+            return
+        if isinstance(event, TrainingStarted):
+            loss = tracker.training.last_loss if event.step else None
+            tracker.latest = messages.progress_text(tracker.training, event.step, event.total, loss, None)
+        elif isinstance(event, TrainingProgress):
+            tracker.latest = messages.progress_text(
+                tracker.training, event.step, event.total, event.loss, event.eta_seconds
+            )
+        if tracker.editor is None or tracker.editor.done():
+            tracker.editor = asyncio.create_task(self._edit_loop(tracker))
+
+    async def _tracker(self, training_id: int) -> _Tracker | None:
+        tracker = self._trackers.get(training_id)
+        if tracker is None:
+            training = await self.store.get_training(training_id)
+            if training is None or training.origin is None or training.status.is_finished:
+                return None  # the command line's, or over already
+            tracker = self._trackers.setdefault(training_id, _Tracker(training))
+            tracker.responded.set()  # a training from before a restart: its first message went out then
+        return tracker
+
+    async def _edit_loop(self, tracker: _Tracker) -> None:
+        await tracker.responded.wait()
+        while tracker.latest is not None:
+            wait = tracker.last_edit + self.edit_interval - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            text, tracker.latest = tracker.latest, None
+            tracker.last_edit = time.monotonic()
+            try:
+                await self._show(tracker, text)
+            except discord.HTTPException as exc:  # progress is best effort; the final message is not
+                log.warning("training delivery: progress edit for training %d dropped: %s", tracker.training.id, exc)
+
+    async def _show(self, tracker: _Tracker, text: str) -> None:
+        training = tracker.training
+        origin = training.origin or {}
+        view = progress_view(training.id)
+        if self._token_usable(origin):
+            await self._webhook(origin).edit_message(
+                origin.get("message_id") or "@original", content=text, view=view, allowed_mentions=NO_MENTIONS
+            )
+        elif origin.get("posted_id"):
+            message = self._channel(origin).get_partial_message(int(origin["posted_id"]))
+            await message.edit(content=text, view=view, allowed_mentions=NO_MENTIONS)
+        else:
+            # The token is too old to edit the first message: carry on in a message of the bot's own.
+            message = await self._channel(origin).send(content=text, view=view, allowed_mentions=NO_MENTIONS)
+            updated = await self.store.update_training_origin(training.id, {"posted_id": message.id})
+            tracker.training = _with_origin(training, updated)
+
+    async def _finish(self, training_id: int) -> None:
+        tracker = self._trackers.pop(training_id, None)
+        try:
+            if tracker is not None and tracker.editor is not None:
+                tracker.latest = None
+                tracker.editor.cancel()
+                await asyncio.gather(tracker.editor, return_exceptions=True)
+                await asyncio.wait_for(tracker.responded.wait(), timeout=10)
+            training = await self.store.get_training(training_id)
+            if training is None or training.origin is None or training.delivered_at is not None:
+                return
+            await self._send_final(training)
+            await self.store.mark_training_delivered(training_id)
+        except Exception:
+            log.exception("training delivery: could not deliver training %d; it stays undelivered", training_id)
+
+    async def _send_final(self, training: TrainingRecord) -> None:
+        origin = training.origin or {}
+        view: discord.ui.View | None = None
+        samples: list[bytes] = []
+        if training.status is JobStatus.DONE and training.lora_id is not None:
+            lora = await self.store.get_lora(training.lora_id)
+            assert lora is not None
+            paths = [self.store.sample_file(relative) for relative in training.samples]
+            samples = await asyncio.to_thread(lambda: [path.read_bytes() for path in paths if path.is_file()])
+            if lora.deleted_at is None:
+                view = lora_view(lora)
+            text, pinging = (messages.done_text(training, lora, len(samples), mention) for mention in (False, True))
+        elif training.status is JobStatus.FAILED:
+            error = training.error or "Training failed."
+            text, pinging = (messages.failed_text(training, error, mention) for mention in (False, True))
+        else:
+            text = pinging = messages.cancelled_text(training)
+
+        def files() -> list[discord.File]:  # a File can be sent once: fresh ones for each attempt
+            return [discord.File(io.BytesIO(data), filename=f"sample-{i + 1}.png") for i, data in enumerate(samples)]
+
+        if self._token_usable(origin):
+            try:
+                await self._webhook(origin).edit_message(
+                    origin.get("message_id") or "@original",
+                    content=text,
+                    attachments=files(),
+                    view=view,  # None takes the Cancel button away
+                    allowed_mentions=NO_MENTIONS,
+                )
+                return
+            except discord.HTTPException as exc:
+                log.info("training delivery: editing the message of training %d failed (%s)", training.id, exc)
+        if origin.get("posted_id"):
+            # The progress message of our own says it is over; the result comes as a new message that pings.
+            message = self._channel(origin).get_partial_message(int(origin["posted_id"]))
+            try:
+                await message.edit(content=text, view=None, allowed_mentions=NO_MENTIONS)
+            except discord.HTTPException as exc:
+                log.info("training delivery: could not close the progress of training %d: %s", training.id, exc)
+        await self._channel(origin).send(
+            content=pinging,
+            files=files(),
+            view=view or discord.utils.MISSING,
+            allowed_mentions=discord.AllowedMentions(
+                everyone=False, roles=False, users=[discord.Object(training.user_id)]
+            ),
+        )
+
+    def _token_usable(self, origin: dict[str, Any]) -> bool:
+        age = self.clock() - float(origin.get("created_at", 0))
+        return origin.get("kind") == "interaction" and age < TOKEN_USABLE_FOR
+
+    def _webhook(self, origin: dict[str, Any]) -> discord.Webhook:
+        return discord.Webhook.partial(int(origin["application_id"]), origin["token"], client=self.client)
+
+    def _channel(self, origin: dict[str, Any]) -> discord.PartialMessageable:
+        return self.client.get_partial_messageable(int(origin["channel_id"]))
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _with_origin(training: TrainingRecord, origin: dict[str, Any]) -> TrainingRecord:
+    return replace(training, origin=origin)
