@@ -29,11 +29,14 @@ def write_config(
     preview_every: int = 2,
     api_base: str | None = None,
     more_models: dict[str, Path] | None = None,
+    generation: dict[str, float] | None = None,
 ) -> Path:
     """A config for the tiny model (the default; `more_models`: name → source) with its data under
-    `folder/data`, talking to the fake unless `api_base` says otherwise; returns its path."""
+    `folder/data`, talking to the fake unless `api_base` says otherwise; returns its path.
+    `generation`: more `[generation]` keys."""
     limits = {"max_steps": 100, "max_queued_per_user": 20} | (limits or {})
     limit_lines = "\n".join(f"{key} = {value}" for key, value in limits.items())
+    generation_lines = "\n".join(f"{key} = {value}" for key, value in (generation or {}).items())
     model_tables = "".join(
         f'\n[[models]]\nname = "{name}"\nsource = "{source}"\nsteps = 4\nwidth = 64\nheight = 64\n'
         for name, source in {"tiny": model_dir, **(more_models or {})}.items()
@@ -55,6 +58,7 @@ device = "cpu"
 default_model = "tiny"
 max_batch = 4
 preview_every = {preview_every}
+{generation_lines}
 
 [limits]
 {limit_lines}
