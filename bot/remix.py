@@ -21,6 +21,7 @@ from bot import render
 from bot.answers import answer_error, answer_unexpected, download, queue_for_interaction, read_attachment
 from bot.delivery import DEFAULT_UPLOAD_LIMIT
 from bot.flags import PromptFlags, parse_flags
+from bot.loras import usable_loras
 from bot.moderation.gate import asker_from_message, model_for, submit_job
 from bot.moderation.policy import load_policy
 from bot.render import NO_MENTIONS, SOMETHING_WENT_WRONG
@@ -105,7 +106,8 @@ async def build_request(
 ) -> GenerationRequest:
     """img2img of `image` (inpainting with `mask`), its size following the picture unless --size says.
 
-    `<lora:NAME:WEIGHT>` tags in the prompt pick LoRAs; `loras` (the catalog's) give their default weights.
+    `<lora:NAME:WEIGHT>` tags in the prompt pick LoRAs; `loras` (those the member may use, bot.loras) resolve
+    their names and give their default weights.
     """
     if flags.strength is None:
         flags = replace(flags, strength=REMIX_STRENGTH)
@@ -148,7 +150,8 @@ class RemixModal(discord.ui.Modal, title="Remix"):
             policy = await load_policy(services.store, services.config, interaction.guild_id)  # once per remix
             spec = model_for(services.catalog, policy, flags.model)
             await interaction.response.defer(thinking=True)  # downloading may take longer than 3 s
-            request = await build_request(spec, flags, await self.picture.read(bot.http), None, services.catalog.loras)
+            known = await usable_loras(services, interaction.user.id, interaction.guild_id)
+            request = await build_request(spec, flags, await self.picture.read(bot.http), None, known)
             source = await job_source(services.store, self.job_id)
             await queue_for_interaction(interaction, request, source=source, policy=policy)
         except InvalidRequest as exc:
@@ -223,7 +226,8 @@ class RemixCog(commands.Cog):
         spec = model_for(services.catalog, policy, flags.model)
         image = await picture.read(self.bot.http)
         mask = await read_attachment(image_attachment(message), "mask")
-        request = await build_request(spec, flags, image, mask, services.catalog.loras)
+        known = await usable_loras(services, message.author.id, guild_id)
+        request = await build_request(spec, flags, image, mask, known)
         source = await job_source(services.store, job_id_on(target) if target.author.id == self.bot.user.id else None)
         guild = message.guild
         origin = {

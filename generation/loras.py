@@ -85,32 +85,54 @@ def tag(name: str, weight: float) -> str:
     return f"<lora:{name}:{format_weight(weight)}>"
 
 
+def canonical(name: str, known: Mapping[str, LoraSpec]) -> str:
+    """The name a typed LoRA name stands for (a member's trained LoRA by its plain name: its unique name);
+    an unknown name is kept as typed, for the catalog to refuse by name."""
+    return known[name].name if name in known else name
+
+
 def resolve(given: Iterable[Given], known: Mapping[str, LoraSpec]) -> tuple[tuple[str, float], ...]:
-    """Names and weights sorted by name, a missing weight the LoRA's default (1 for an unknown name: the
-    catalog refuses it by name); a LoRA given twice with different weights is refused."""
+    """Canonical names and weights sorted by name, a missing weight the LoRA's default (1 for an unknown name:
+    the catalog refuses it by name); a LoRA given twice with different weights is refused."""
     chosen: dict[str, float] = {}
     for name, weight in given:
         value = weight if weight is not None else known[name].weight if name in known else 1.0
-        if name in chosen and chosen[name] != value:
+        key = canonical(name, known)
+        if key in chosen and chosen[key] != value:
             raise InvalidRequest(
-                f"The LoRA '{shown(name)}' is given twice, with weights {format_weight(chosen[name])} and "
+                f"The LoRA '{shown(name)}' is given twice, with weights {format_weight(chosen[key])} and "
                 f"{format_weight(value)}: keep one."
             )
-        chosen[name] = value
+        chosen[key] = value
     return tuple(sorted(chosen.items()))
+
+
+def _canonical_tags(prompt: str, known: Mapping[str, LoraSpec]) -> str:
+    """The prompt with each tag naming its LoRA by canonical name; untouched when every tag already does."""
+
+    def rewrite(match: re.Match[str]) -> str:
+        parts = [p.strip() for p in match[1].split(":")]
+        name = canonical(parts[0], known)
+        if name == parts[0]:
+            return match[0]
+        weight = parse_weight(parts[1], parts[0]) if len(parts) == 2 and parts[1] else None
+        return f"<lora:{name}>" if weight is None else tag(name, weight)
+
+    return LORA_TAG.sub(rewrite, prompt)
 
 
 def loras_for_prompt(
     prompt: str, extra: Sequence[Given], known: Mapping[str, LoraSpec]
 ) -> tuple[str, tuple[tuple[str, float], ...]]:
-    """The prompt with a tag for each LoRA given beside it (so the prompt says every LoRA used, as in A1111),
-    and the LoRAs of all its tags."""
+    """The prompt with its tags naming each LoRA by canonical name and a tag for each LoRA given beside it (so
+    the prompt says every LoRA used, as in A1111), and the LoRAs of all its tags."""
     tags = lora_tags(prompt)
     in_prompt = dict(resolve(tags, known))
     # Beside a tag of the same LoRA, a name without a weight adds nothing; with another weight it is refused.
-    beside = [(name, weight) for name, weight in extra if not (name in in_prompt and weight is None)]
+    beside = [(name, weight) for name, weight in extra if not (canonical(name, known) in in_prompt and weight is None)]
     loras = resolve([*tags, *beside], known)
     added = [tag(name, weight) for name, weight in loras if name not in in_prompt]
+    prompt = _canonical_tags(prompt, known) if tags else prompt
     return (" ".join([prompt.strip(), *added]) if added else prompt), loras
 
 

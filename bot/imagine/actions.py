@@ -12,6 +12,7 @@ from PIL import Image
 
 from bot import render
 from bot.answers import answer_error, answer_unexpected, may_manage, queue_for_interaction
+from bot.loras import usable_loras
 from bot.render import NO_MENTIONS
 from generation.errors import InvalidRequest
 from generation.loras import loras_for_prompt
@@ -166,7 +167,8 @@ class EditModal(discord.ui.Modal, title="Edit prompt"):
         try:
             request = await bot.services.store.load_request(self.job)
             # The prompt holds every LoRA as a tag (generation.options adds those picked beside it): re-read them.
-            prompt, loras = loras_for_prompt(self.prompt.value, (), bot.services.catalog.loras)
+            known = await usable_loras(bot.services, interaction.user.id, interaction.guild_id)
+            prompt, loras = loras_for_prompt(self.prompt.value, (), known)
             request = request.with_changes(
                 prompt=prompt, negative_prompt=self.negative.value or "", seed=random_seed(), loras=loras
             )

@@ -11,8 +11,10 @@ from discord.ext import commands
 
 from bot.answers import answer_error, queue_for_interaction, read_attachment
 from bot.flags import PromptFlags
+from bot.loras import TrainedLora, trained_usable, usable_loras
 from bot.moderation.gate import model_for
 from bot.moderation.policy import load_policy
+from generation.catalog import family_for
 from generation.errors import InvalidRequest
 from generation.loras import MAX_LORA_WEIGHT
 from generation.options import make_request
@@ -99,8 +101,9 @@ class ImagineCog(commands.Cog):
             if image is not None or mask is not None:
                 await interaction.response.defer(thinking=True)  # downloading may take longer than 3 s
             options = asked.options(await read_attachment(image, "image"), await read_attachment(mask, "mask"))
+            known = await usable_loras(services, interaction.user.id, interaction.guild_id)
             # Decoding and resizing stay off the loop.
-            request = await asyncio.to_thread(make_request, spec, options, loras=services.catalog.loras)
+            request = await asyncio.to_thread(make_request, spec, options, loras=known)
             await queue_for_interaction(interaction, request, policy=policy)
         except InvalidRequest as exc:
             await answer_error(interaction, exc.user_message)
@@ -121,11 +124,23 @@ class ImagineCog(commands.Cog):
         model = getattr(interaction.namespace, "model", None)
         if not model:  # the server's default model, as the command would use
             model = (await load_policy(services.store, services.config, interaction.guild_id)).default_model
-        return [
+        wanted = current.casefold()
+        configured = [
             app_commands.Choice(name=_lora_label(lora.name, lora.triggers, lora.description), value=lora.name)
             for lora in services.catalog.loras_for(model)
-            if current.casefold() in lora.name.casefold()
-        ][:25]
+            if wanted in lora.name.casefold()
+        ]
+        spec = services.catalog.models.get(model)
+        if spec is None or not family_for(spec.kind).loras:
+            return configured[:25]
+        trained = [
+            lora
+            for lora in await trained_usable(services, interaction.user.id, interaction.guild_id)
+            if lora.spec.kind == spec.kind and wanted in lora.spec.name.casefold()  # the unique name holds the plain
+        ]
+        own = [_trained_choice(lora) for lora in trained if lora.own]
+        shared = [_trained_choice(lora) for lora in trained if not lora.own]
+        return [*own, *configured, *shared][:25]  # as a plain name resolves: own first, then configured
 
     @imagine.autocomplete("sampler")
     async def _samplers(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
@@ -140,6 +155,14 @@ def _lora_label(name: str, triggers: tuple[str, ...], description: str) -> str:
     if triggers:
         label += f" (trigger: {', '.join(triggers)})"
     return label[:100]
+
+
+def _trained_choice(lora: TrainedLora) -> app_commands.Choice[str]:
+    """A trained LoRA in the picker: its plain name, whose it is, its trigger word; picked by its unique name."""
+    label = f"{lora.record.name} ({'yours' if lora.own else 'shared by a member'})"
+    if lora.spec.triggers:
+        label += f" · trigger: {', '.join(lora.spec.triggers)}"
+    return app_commands.Choice(name=label[:100], value=lora.spec.name)
 
 
 async def setup(bot: ImagineBot) -> None:

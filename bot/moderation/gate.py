@@ -1,7 +1,8 @@
 """The one door every job goes through: who asks, where, with what prompt, under which server policy.
 
 `submit_job` is called by bot.answers.queue_for_interaction (/imagine, every button, the Edit and
-Remix modals) and by reply remix. It checks DMs, the block list, channels, roles and banned words,
+Remix modals) and by reply remix. It checks DMs, the block list, channels, roles and banned words, that each
+trained LoRA is the asker's or shared on this server (a button pressed by another member, a typed `NAME#ID`),
 appends the server's negative prompt, sets the member's fair-share weight, records the server's NSFW
 setting and whether the channel is age-restricted, then hands over to JobQueue.submit, which checks
 the numeric limits. The policy is read once per request: whoever read it to pick the model passes it in.
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
+from bot.loras import check_lora_access
 from bot.moderation.nsfw import previews_allowed
 from bot.moderation.policy import GuildPolicy, load_policy
 from generation.catalog import Catalog
@@ -95,7 +97,8 @@ async def submit_job(
     source: tuple[int, int] | None = None,
     policy: GuildPolicy | None = None,
 ) -> Ticket:
-    """Admit the request under the server's policy (read now unless given), then queue it; refusals name the rule.
+    """Admit the request under the server's policy (read now unless given) and its trained LoRAs for the asker,
+    then queue it; refusals name the rule.
 
     JobQueue.submit checks the numeric limits and commits the job.
     """
@@ -103,6 +106,7 @@ async def submit_job(
         policy = await load_policy(services.store, services.config, asker.guild_id)
     uses_negative = services.catalog.family(request.model).uses_negative(request)
     request, requester = admit(policy, asker, request, negative_applies=uses_negative)
+    await check_lora_access(services, asker.user_id, asker.guild_id, request)
     checked = services.safety_checks(request.model)
     origin = origin | {
         "nsfw": policy.nsfw,

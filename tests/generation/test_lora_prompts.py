@@ -53,6 +53,33 @@ def test_loras_picked_beside_the_prompt_become_tags_with_their_default_weight() 
     assert loras_for_prompt("<lora:nope> a", (), KNOWN)[1] == (("nope", 1.0),)
 
 
+# A member's trained LoRA by its plain name (bot.loras.usable_loras): it resolves to its unique name.
+BALL = LoraSpec(name="Red ball#12", source="/x/12.safetensors", triggers=("sks",))
+TRAINED = KNOWN | {"Red ball": BALL, "Red ball#12": BALL}
+
+
+def test_plain_names_resolve_to_their_canonical_name_in_the_loras_and_the_tags() -> None:
+    prompt, loras = loras_for_prompt("a sks ball <lora:Red ball:0.8>, <LORA: ink >", [], TRAINED)
+    assert prompt == "a sks ball <lora:Red ball#12:0.8>, <LORA: ink >"  # only the tag that needed it changes
+    assert loras == (("Red ball#12", 0.8), ("ink", 0.8))
+    assert loras_for_prompt("x <lora:Red ball:-1,5>", (), TRAINED)[0] == "x <lora:Red ball#12:-1.5>"
+    assert loras_for_prompt("x <lora:Red ball>", (), TRAINED) == ("x <lora:Red ball#12>", (("Red ball#12", 1.0),))
+    # Picked beside the prompt by its plain name: the added tag says the unique name.
+    assert loras_for_prompt("a ball", [("Red ball", 0.5)], TRAINED) == (
+        "a ball <lora:Red ball#12:0.5>",
+        (("Red ball#12", 0.5),),
+    )
+    # Beside a tag of the same LoRA under its other name: nothing is added, another weight is refused.
+    assert loras_for_prompt("a <lora:Red ball#12:0.3>", [("Red ball", None)], TRAINED)[1] == (("Red ball#12", 0.3),)
+    with pytest.raises(InvalidRequest, match="'Red ball' is given twice, with weights 0.3 and 1: keep one"):
+        loras_for_prompt("a <lora:Red ball#12:0.3> <lora:Red ball:1>", (), TRAINED)
+
+
+def test_a_prompt_whose_tags_need_no_rewrite_stays_byte_identical() -> None:
+    for prompt in ("  two  spaces <LoRa: ink : 0,5 >\n", "a <lora:Red ball#12:0.3>  b ", "<lora:nope> x", "plain "):
+        assert loras_for_prompt(prompt, (), TRAINED)[0] == prompt
+
+
 def test_make_request_keeps_the_tags_in_the_prompt_and_fills_request_loras() -> None:
     options = UserOptions(prompt="a cat <lora:ink:0.5>", seed=1, loras=(("fog", 0.25),))
     request = make_request(TINY, options, loras=KNOWN)
