@@ -20,6 +20,7 @@ import discord
 from PIL import Image
 
 from bot import render
+from bot.following import EventFollower
 from bot.moderation.nsfw import screen
 from generation.metadata import png_bytes, read_parameters
 from jobs.events import (
@@ -42,7 +43,6 @@ log = logging.getLogger(__name__)
 EDIT_INTERVAL = 1.5  # seconds between edits of one message; Discord rate-limits faster editing
 TOKEN_USABLE_FOR = 14 * 60  # interaction tokens die after 15 minutes; keep a margin
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
-STOP_GRACE = 5.0  # seconds a stopping bot waits for results already on their way
 EDIT_BACKOFF_MAX = 30.0  # longest pause after refused progress edits of one message
 EDIT_SETTLE_TIMEOUT = 5.0  # how long a result waits for the progress edit in flight before it
 
@@ -74,8 +74,10 @@ class _Tracker:
     message_gone: bool = False
 
 
-class Delivery:
+class Delivery(EventFollower):
     """Follows every job through the event bus and keeps its Discord message up to date."""
+
+    task_name = "delivery"
 
     def __init__(
         self,
@@ -88,32 +90,16 @@ class Delivery:
         edit_interval: float = EDIT_INTERVAL,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.client = client
-        self.store = store
-        self.bus = bus
+        super().__init__(client, store, bus)
         self.result_view = result_view
         self.progress_view = progress_view
         self.edit_interval = edit_interval
         self.clock = clock
         self._trackers: dict[int, _Tracker] = {}
         self._finishing: set[int] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._subscription = bus.subscribe()
-        self._loop_task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        """Start following events (subscribed since construction, so none are missed)."""
-        self._loop_task = asyncio.create_task(self._run(), name="delivery")
-
-    async def stop(self) -> None:
-        """Stop following events; results on their way get a moment, the rest stay undelivered (not lost)."""
-        self._subscription.close()
-        if self._tasks:  # a result sent but not yet recorded as delivered would be sent again at the next start
-            await asyncio.wait(set(self._tasks), timeout=STOP_GRACE)
-        tasks = [t for t in (self._loop_task, *self._tasks, *(tr.editor for tr in self._trackers.values())) if t]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    def _editors(self) -> list[asyncio.Task[None] | None]:
+        return [tracker.editor for tracker in self._trackers.values()]
 
     async def acknowledge(self, ticket: Ticket, send: SendFirst) -> None:
         """Tell the requester their job is queued with `send`, then keep that message up to date.
@@ -139,13 +125,6 @@ class Delivery:
         for job in await self.store.undelivered_jobs():
             if (job.origin or {}).get("kind"):
                 self._spawn(self._finish(job.id))
-
-    async def _run(self) -> None:
-        async for event in self._subscription:
-            try:
-                await self._handle(event)
-            except Exception:
-                log.exception("delivery: could not handle %r", event)
 
     async def _handle(self, event: Event) -> None:
         if not isinstance(event, JobEvent):
@@ -306,14 +285,6 @@ class Delivery:
         else:
             message = self._channel(origin).get_partial_message(int(origin["message_id"]))
             await message.edit(**fields)
-
-    def _channel(self, origin: dict[str, Any]) -> discord.PartialMessageable:
-        return self.client.get_partial_messageable(int(origin["channel_id"]))
-
-    def _spawn(self, coroutine: Any) -> None:
-        task = asyncio.create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
 
 def _preview_png(previews: Sequence[Image.Image]) -> bytes:

@@ -19,6 +19,7 @@ from typing import Any
 import discord
 
 from bot.delivery import EDIT_INTERVAL, TOKEN_USABLE_FOR
+from bot.following import EventFollower
 from bot.render import NO_MENTIONS
 from bot.train import messages
 from bot.train.views import lora_view, progress_view
@@ -49,8 +50,10 @@ class _Tracker:
     editor: asyncio.Task[None] | None = None
 
 
-class TrainingDelivery:
+class TrainingDelivery(EventFollower):
     """Follows every training through the event bus and keeps its Discord message up to date."""
+
+    task_name = "training-delivery"
 
     def __init__(
         self,
@@ -61,26 +64,13 @@ class TrainingDelivery:
         edit_interval: float = EDIT_INTERVAL,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.client = client
-        self.store = store
+        super().__init__(client, store, bus)
         self.edit_interval = edit_interval
         self.clock = clock
         self._trackers: dict[int, _Tracker] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._subscription = bus.subscribe()
-        self._loop_task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        """Start following events (subscribed since construction, so none are missed)."""
-        self._loop_task = asyncio.create_task(self._run(), name="training-delivery")
-
-    async def stop(self) -> None:
-        """Stop following events; final messages not sent stay undelivered for the next start."""
-        self._subscription.close()
-        tasks = [t for t in (self._loop_task, *self._tasks, *(tr.editor for tr in self._trackers.values())) if t]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    def _editors(self) -> list[asyncio.Task[None] | None]:
+        return [tracker.editor for tracker in self._trackers.values()]
 
     async def acknowledge(self, training: TrainingRecord, position: int, send: SendFirst) -> None:
         """Tell the member their training is queued with `send`, then keep that message up to date."""
@@ -97,13 +87,6 @@ class TrainingDelivery:
         """After a start: send every final message that never went out."""
         for training in await self.store.undelivered_trainings():
             self._spawn(self._finish(training.id))
-
-    async def _run(self) -> None:
-        async for event in self._subscription:
-            try:
-                await self._handle(event)
-            except Exception:
-                log.exception("training delivery: could not handle %r", event)
 
     async def _handle(self, event: Event) -> None:
         if not isinstance(event, TrainingEvent):
@@ -235,14 +218,6 @@ class TrainingDelivery:
 
     def _webhook(self, origin: dict[str, Any]) -> discord.Webhook:
         return discord.Webhook.partial(int(origin["application_id"]), origin["token"], client=self.client)
-
-    def _channel(self, origin: dict[str, Any]) -> discord.PartialMessageable:
-        return self.client.get_partial_messageable(int(origin["channel_id"]))
-
-    def _spawn(self, coroutine: Any) -> None:
-        task = asyncio.create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
 
 def _with_origin(training: TrainingRecord, origin: dict[str, Any]) -> TrainingRecord:
