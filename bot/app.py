@@ -16,7 +16,14 @@ from bot.train.actions import run_training_action
 from bot.train.delivery import TrainingDelivery
 from bot.train.views import TrainingButton
 
-EXTENSIONS = ("bot.imagine.cog", "bot.history", "bot.remix", "bot.moderation.admin", "bot.train.cog")
+EXTENSIONS = (
+    "bot.imagine.cog",
+    "bot.history",
+    "bot.remix",
+    "bot.moderation.admin",
+    "bot.train.cog",
+    "bot.train.library",
+)
 
 
 def intents() -> discord.Intents:

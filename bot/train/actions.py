@@ -124,13 +124,18 @@ async def _unshare(interaction: discord.Interaction, bot: ImagineBot, lora: Lora
     await _set_shared(interaction, bot, lora, False)
 
 
-async def _delete(interaction: discord.Interaction, bot: ImagineBot, lora: LoraRecord) -> None:
-    services = bot.services
+async def delete_lora_for(interaction: discord.Interaction, lora: LoraRecord) -> str:
+    """Delete a LoRA for its owner or a moderator of its server (else refuse); says who deleted it."""
+    services = interaction.client.services  # type: ignore[attr-defined]
     if not may_delete_lora(lora, interaction.user.id, interaction.guild_id, is_moderator(interaction)):
         raise InvalidRequest("Only the member who trained this LoRA, or a moderator of its server, can delete it.")
     await services.store.delete_lora(lora.id)
-    services.catalog.remove_trained(trained_name(lora.name, lora.id))
-    who = "its owner" if interaction.user.id == lora.owner_id else "a moderator"
+    services.catalog.remove_trained(trained_name(lora.name, lora.id))  # queued jobs using it fail by name
+    return "its owner" if interaction.user.id == lora.owner_id else "a moderator"
+
+
+async def _delete(interaction: discord.Interaction, bot: ImagineBot, lora: LoraRecord) -> None:
+    who = await delete_lora_for(interaction, lora)
     content = (interaction.message.content if interaction.message else "") + f"\n🗑️ LoRA deleted by {who}."
     await interaction.response.edit_message(content=content[:2000], view=None, allowed_mentions=NO_MENTIONS)
 

@@ -9,6 +9,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.answers import answer_error, answer_unexpected
+from bot.moderation.gate import asker_from_interaction
+from bot.moderation.policy import load_policy
 from bot.train.start import start_training
 from generation.errors import InvalidRequest
 from generation.training_inputs import (
@@ -149,6 +151,7 @@ class TrainCog(commands.Cog):
     async def train_from_message(self, interaction: discord.Interaction, message: discord.Message) -> None:
         """Apps › Train a style: the message's photos, then a form for the name and trigger word."""
         photos = [a for a in message.attachments if (a.content_type or "").startswith(IMAGE_TYPES)]
+        services = self.bot.services
         try:
             check_photo_count(len(photos))
         except InvalidRequest:
@@ -156,6 +159,14 @@ class TrainCog(commands.Cog):
                 interaction,
                 f"Training needs {MIN_PHOTOS} to {MAX_PHOTOS} photos of the subject; that message has {len(photos)}.",
             )
+            return
+        try:
+            # What can be refused before the form is (training off, roles, photos): no form filled in vain.
+            policy = await load_policy(services.store, services.config, interaction.guild_id)
+            asker = asker_from_interaction(interaction)
+            policy.check_training(asker.user_id, asker.places, asker.role_ids, photos=len(photos), steps=1)
+        except InvalidRequest as exc:
+            await answer_error(interaction, exc.user_message)
             return
         await interaction.response.send_modal(TrainModal(photos))
 

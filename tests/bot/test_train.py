@@ -196,3 +196,35 @@ async def test_a_member_may_train_only_so_often_and_cancel(start_train_bot) -> N
         again = await fake.send_slash_command("train", fields | {"name": "Again"}, attachments=photo_options(3))
         callback = await again.wait_for_callback()
         assert "1 of your 1 trainings today" in callback["data"]["content"]
+
+
+async def test_loras_list_and_delete_for_members_and_moderators(start_train_bot) -> None:
+    async with start_train_bot() as running:
+        fake = running.fake
+        await train(running)
+        [lora] = await running.store.live_loras()
+
+        listed = await (await fake.send_slash_command("loras list")).wait_for_callback()
+        [embed] = listed["data"]["embeds"]
+        assert listed["data"]["flags"] & EPHEMERAL and "**Red ball** (yours, private)" in embed["description"]
+        nothing = await (await fake.send_slash_command("loras list", user=fake.other_member)).wait_for_callback()
+        assert "No LoRAs here yet" in nothing["data"]["content"]  # private: not shown to others
+
+        refused = await fake.send_slash_command("loras delete", {"lora": str(lora.id)}, user=fake.other_member)
+        assert "no LoRA called" in (await refused.wait_for_callback())["data"]["content"]
+        choices = await fake.send_autocomplete("loras delete", {"lora": ""}, focused="lora", user=fake.moderator)
+        assert [c["value"] for c in await choices.wait_for_choices()] == [str(lora.id)]  # the server's, for moderators
+        deleted = await fake.send_slash_command("loras delete", {"lora": str(lora.id)}, user=fake.moderator)
+        assert "(as a moderator)" in (await deleted.wait_for_callback())["data"]["content"]
+        assert await running.store.live_loras() == []
+        assert trained_name(lora.name, lora.id) not in running.bot.services.catalog.trained
+
+
+async def test_the_message_menu_refuses_before_the_form_when_training_is_off(start_train_bot) -> None:
+    async with start_train_bot() as running:
+        fake = running.fake
+        await running.store.set_guild_setting(fake.guild.id, "training", False, by_user=fake.moderator.id)
+        posted = await fake.post_user_message("my ball", attachments=[photo(i) for i in range(1, 4)])
+        menu = await fake.send_message_command("Train a style", int(posted["id"]))
+        callback = await menu.wait_for_callback()
+        assert callback["data"]["flags"] & EPHEMERAL and "`training`: off" in callback["data"]["content"]

@@ -148,8 +148,17 @@ class OptionBuilder:
         return str(channel.id)
 
 
-def autocomplete_options(command: JSON, values: dict[str, Any], focused: str) -> list[JSON]:
-    """What the client sends while a user types: raw values, the focused one marked (strings only)."""
+def autocomplete_options(
+    command: JSON, values: dict[str, Any], focused: str, path: list[str] | None = None
+) -> list[JSON]:
+    """What the client sends while a user types: raw values, the focused one marked (strings only); inside
+    the sub-command `path` names, nested as Discord nests them."""
+    if path:
+        sub = next((o for o in command.get("options") or [] if o["name"] == path[0]), None)
+        if sub is None or sub["type"] not in (SUB_COMMAND, SUB_COMMAND_GROUP):
+            raise ValueError(f"/{command['name']} has no sub-command {path[0]!r}")
+        inner = autocomplete_options(sub, values, focused, path[1:])
+        return [{"name": sub["name"], "type": sub["type"], "options": inner}]
     by_name = {o["name"]: o for o in command.get("options") or []}
     if focused not in by_name:
         raise ValueError(f"/{command['name']} has no option {focused!r}")

@@ -91,13 +91,14 @@ class UserActions:
         user: FakeUser | None = None,
         channel_id: int | None = None,
     ) -> InteractionHandle:
-        """Typing into option `focused` of `/name`; await `handle.wait_for_choices()`."""
+        """Typing into option `focused` of `/name` (or `/group sub`); await `handle.wait_for_choices()`."""
         channel_id = channel_id or self.channel.id
-        command, _ = self._find_command(name, channel_id, CHAT_INPUT)
+        command_name, *path = name.split()
+        command, _ = self._find_command(command_name, channel_id, CHAT_INPUT)
         data = self._command_data(command, CHAT_INPUT)
-        data["options"] = autocomplete_options(command, options, focused)
+        data["options"] = autocomplete_options(command, options, focused, path)
         handle = self.interactions.create(
-            AUTOCOMPLETE, data, user=user or self.member, channel_id=channel_id, command_name=name
+            AUTOCOMPLETE, data, user=user or self.member, channel_id=channel_id, command_name=command_name
         )
         return await self._send(handle)
 

@@ -274,6 +274,10 @@ async def test_admins_turn_training_off_and_limit_it(start_bot) -> None:
         ):
             assert line in shown, line
 
+        typing = await fake.send_autocomplete(
+            "imagine-admin set", {"setting": "training", "value": ""}, focused="value", user=fake.moderator
+        )
+        assert [c["value"] for c in await typing.wait_for_choices()] == ["on", "off"]  # a switch offers both
         changed = await admin(fake, "imagine-admin set", {"setting": "training", "value": "off"})
         assert changed["content"] == "`training` is now **off** (was on)."
         await admin(fake, "imagine-admin set", {"setting": "lora_sharing", "value": "off"})
