@@ -49,6 +49,7 @@ class GenerationConfig:
     train_chunk_steps: int = 25  # LoRA training steps per turn on the GPU (and per checkpoint)
     train_steps: int = 500  # /train's steps when the member gives none (at most the server's max_train_steps)
     train_learning_rate: float = 1e-4  # the Dreambooth LoRA recipe's
+    train_class_images: int = 0  # prior preservation for /train: class images the model makes first (0: none)
 
 
 DEFAULT_MODELS = (

@@ -17,6 +17,7 @@ from generation.catalog import Catalog, trained_name
 from generation.metadata import png_bytes
 from generation.request import GenerationRequest
 from generation.specs import LoraSpec
+from generation.training_inputs import TrainingSettings, generate_class_images
 from jobs.fair_queue import QueuedJob
 from storage.records import LoraRecord, TrainingRecord
 from storage.store import Store
@@ -113,8 +114,7 @@ class TrainingRunner:
         return result
 
     def _trainer_for(self, training: TrainingRecord, load_photos: PhotoLoader) -> LoraTrainer:
-        from generation.training import LoraTrainer
-        from generation.training_inputs import TrainingSettings
+        from generation.training import LoraTrainer  # peft only when a training runs
 
         pipe = self.engine.training_pipeline(training.base_model)
         kept = self._trainer
@@ -129,6 +129,12 @@ class TrainingRunner:
             trainer.resume(checkpoint)
         self._trainer = (training.id, training.base_model, trainer)
         return trainer
+
+    def make_class_images(self, training: TrainingRecord, count: int) -> list[Image.Image]:
+        """Class images for prior preservation, made by the model being trained. GPU thread."""
+        settings = TrainingSettings(**training.settings)
+        pipe = self.engine.training_pipeline(training.base_model)
+        return generate_class_images(pipe, settings.class_prompt, count, settings.resolution, seed=settings.seed + 1)
 
     def make_samples(self, training: TrainingRecord, lora: LoraRecord) -> list[bytes]:
         """Sample pictures of the trigger word with the finished LoRA, as PNGs; flagged ones left out. GPU thread."""

@@ -139,6 +139,11 @@ class Worker:
         self._trainings.add(training_id)
         self._running = [job]
         loop = asyncio.get_running_loop()
+        wanted = int((training.origin or {}).get("class_images", 0))
+        if wanted and not training.class_photos and training.steps_done == 0:
+            # Prior preservation: the class images are made (and stored) once, before the first step.
+            made = await loop.run_in_executor(self._executor, self.training.make_class_images, training, wanted)
+            training = await self.store.set_training_class_photos(training_id, made) or training
         rate = self.queue.meter.rate
 
         def on_step(step: int, total: int, loss: float) -> None:

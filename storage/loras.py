@@ -143,6 +143,20 @@ class LoraLibrary:
         if training is not None:
             raise LoraNameTaken(f"A training named '{name}' is already under way (training #{training['id']}).")
 
+    async def set_training_class_photos(
+        self, training_id: int, class_photos: Sequence[Image.Image]
+    ) -> TrainingRecord | None:
+        """Store the class images made for prior preservation before the first step; None if it moved on."""
+        saved = await asyncio.to_thread(lambda: [self._files.save_input(photo) for photo in class_photos])
+        async with self._db.write() as db:
+            # Only before any step ran: a checkpoint's fingerprint covers the class images it trained with.
+            await db.execute(
+                "UPDATE trainings SET class_photos = ? WHERE id = ? AND steps_done = 0 AND status IN (?, ?)",
+                (_photo_json(saved), training_id, *_ACTIVE),
+            )
+            row = await fetch_one(db, "SELECT * FROM trainings WHERE id = ?", (training_id,))
+        return None if row is None else training_from_row(row)
+
     async def update_training_origin(self, training_id: int, changes: dict[str, Any]) -> dict[str, Any]:
         """Merge `changes` into a training's origin (e.g. the id of the message that reports on it)."""
         async with self._db.write() as db:

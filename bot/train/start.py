@@ -93,7 +93,8 @@ async def start_training(
             settings=asdict(settings),
             total_steps=settings.steps,
             photos=fitted,
-            origin=interaction_origin(interaction) | {"weight": policy.weight(asker.role_ids)},
+            origin=interaction_origin(interaction)
+            | {"weight": policy.weight(asker.role_ids), "class_images": services.config.generation.train_class_images},
         )
     except LoraNameTaken as exc:  # two quick requests for one name: the second loses
         raise InvalidRequest(str(exc)) from None

@@ -95,7 +95,9 @@ async def rig(tmp_path: Path, tiny_sd_dir: Path) -> AsyncIterator[Rig]:
     await opened.store.close()
 
 
-async def new_training(store: Store, user_id: int = 1, guild_id: int = 1, name: str = "Red ball") -> TrainingRecord:
+async def new_training(
+    store: Store, user_id: int = 1, guild_id: int = 1, name: str = "Red ball", **origin
+) -> TrainingRecord:
     return await store.create_training(
         user_id=user_id,
         guild_id=guild_id,
@@ -107,7 +109,7 @@ async def new_training(store: Store, user_id: int = 1, guild_id: int = 1, name: 
         settings=asdict(SETTINGS),
         total_steps=SETTINGS.steps,
         photos=photos(),
-        origin={"kind": "interaction"},
+        origin={"kind": "interaction", **origin},
     )
 
 
@@ -227,3 +229,16 @@ async def test_a_stopped_bot_resumes_the_training_from_its_checkpoint(tmp_path: 
     finally:
         await second.worker.stop(timeout=5)
         await second.store.close()
+
+
+async def test_prior_preservation_makes_class_images_once_before_the_first_step(rig: Rig) -> None:
+    training = await new_training(rig.store, class_images=2)
+    rig.queue.push_training(training)
+    rig.worker.start()
+    await wait_for(rig.bus, TrainingDone, training.id)
+    stored = await rig.store.get_training(training.id)
+    assert stored is not None and stored.status is JobStatus.DONE and len(stored.class_photos) == 2
+    _, class_photos = await rig.store.load_training_photos(stored)
+    assert [image.size for image in class_photos] == [(64, 64), (64, 64)]
+    # Stored once: a later call (a resume) must not replace the images the checkpoint trained with.
+    assert await rig.store.set_training_class_photos(training.id, photos(1)) == stored
