@@ -13,7 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import torch
+
 from generation.catalog import Catalog, trained_name
+from generation.errors import OutOfMemory
 from generation.metadata import png_bytes
 from generation.request import GenerationRequest
 from generation.specs import LoraSpec
@@ -100,12 +103,19 @@ class TrainingRunner:
         should_cancel: Callable[[], bool],
     ) -> ChunkResult:
         """Up to `steps` steps, then a checkpoint (and the LoRA file once every step has run). GPU thread."""
-        trainer = self._trainer_for(training, load_photos)
         try:
+            trainer = self._trainer_for(training, load_photos)
             result = trainer.run_chunk(steps, on_step, should_cancel)
             trainer.checkpoint(self.store.checkpoint_file(training.id))
             if result.done:
                 trainer.save_lora(self.store.lora_file(training.id))
+        except torch.OutOfMemoryError as exc:
+            self._trainer = None
+            side = training.settings["resolution"]
+            raise OutOfMemory(
+                f"The GPU ran out of memory training at {side}x{side}; the bot's operator can train on a smaller "
+                "model or size. Nothing was kept."
+            ) from exc
         except BaseException:
             self._trainer = None  # rebuilt from the last checkpoint next time
             raise

@@ -31,6 +31,7 @@ from storage.records import (
     image_from_row,
     job_from_row,
 )
+from storage.trainings import Trainings
 
 _ACTIVE = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
 
@@ -39,7 +40,7 @@ def _placeholders(count: int) -> str:
     return ", ".join("?" * count)
 
 
-class Store(JobHistory, GuildRecords, LoraLibrary):
+class Store(JobHistory, GuildRecords, Trainings, LoraLibrary):
     """Jobs, images, trainings and LoRAs, durable across restarts. Build it with `await Store.open(...)`."""
 
     def __init__(self, db: Database, files: ImageFiles) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image, ImageDraw
 
 from generation.catalog import Catalog, trained_name
@@ -23,6 +24,7 @@ from jobs.events import (
     JobStarted,
     TrainingCancelled,
     TrainingDone,
+    TrainingFailed,
     TrainingProgress,
     TrainingStarted,
 )
@@ -242,3 +244,23 @@ async def test_prior_preservation_makes_class_images_once_before_the_first_step(
     assert [image.size for image in class_photos] == [(64, 64), (64, 64)]
     # Stored once: a later call (a resume) must not replace the images the checkpoint trained with.
     assert await rig.store.set_training_class_photos(training.id, photos(1)) == stored
+
+
+async def test_a_training_the_gpu_has_no_memory_for_fails_with_a_clear_message(rig: Rig) -> None:
+    def full_gpu(module, args) -> None:
+        if torch.is_grad_enabled():  # training steps only: the samples and other jobs still run
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    hook = rig.worker.engine.training_pipeline("tiny").unet.register_forward_pre_hook(full_gpu)
+    try:
+        training = await new_training(rig.store)
+        rig.queue.push_training(training)
+        rig.worker.start()
+        failed = await wait_for(rig.bus, TrainingFailed, training.id)
+    finally:
+        hook.remove()
+    assert isinstance(failed, TrainingFailed) and "ran out of memory training at 64x64" in failed.error
+    stored = await rig.store.get_training(training.id)
+    assert stored is not None and stored.status is JobStatus.FAILED and stored.error == failed.error
+    assert len(rig.queue) == 0
+    assert (await run_job(rig, txt2img())).shape == (64, 64, 3)  # the GPU loop goes on
