@@ -16,7 +16,7 @@ import discord
 from bot.answers import interaction_origin, read_attachment
 from bot.moderation.gate import asker_from_interaction, model_for
 from bot.moderation.policy import check_daily_trainings, load_policy
-from bot.render import NO_MENTIONS
+from bot.render import NO_MENTIONS, safe_text
 from generation.errors import InvalidRequest
 from generation.training_inputs import (
     TRAINABLE_KINDS,
@@ -70,10 +70,13 @@ async def start_training(
     active = await store.active_trainings(asker.user_id)
     if active:
         raise InvalidRequest(
-            f"Your training “{active[0].name}” is still under way: one at a time. Wait for it, or cancel it."
+            f"Your training “{safe_text(active[0].name, 60)}” is still under way: one at a time. "
+            "Wait for it, or cancel it."
         )
     if await store.lora_by_name(asker.user_id, name) is not None:
-        raise InvalidRequest(f"You already have a LoRA named '{name}': pick another name, or delete that one.")
+        raise InvalidRequest(
+            f"You already have a LoRA named '{safe_text(name, 60)}': pick another name, or delete it (/loras delete)."
+        )
 
     if not interaction.response.is_done():
         await interaction.response.defer(thinking=True)  # downloading the photos may take longer than 3 s
