@@ -195,7 +195,8 @@ async def test_a_member_may_train_only_so_often_and_cancel(start_train_bot) -> N
 
         again = await fake.send_slash_command("train", fields | {"name": "Again"}, attachments=photo_options(3))
         callback = await again.wait_for_callback()
-        assert "1 of your 1 trainings today" in callback["data"]["content"]
+        assert callback["data"]["flags"] & EPHEMERAL and "1 of your 1 trainings today" in callback["data"]["content"]
+        assert await running.store.get_training(2) is None  # nothing stored
 
 
 async def test_loras_list_and_delete_for_members_and_moderators(start_train_bot) -> None:
