@@ -15,6 +15,9 @@ from bot.services import Services
 from bot.train.actions import run_training_action
 from bot.train.delivery import TrainingDelivery
 from bot.train.views import TrainingButton
+from generation.catalog import family_for
+from generation.request import Mode
+from storage.records import JobRecord
 
 EXTENSIONS = (
     "bot.imagine.cog",
@@ -51,7 +54,7 @@ class ImagineBot(commands.Bot):
         )
         self.services = services
         self.delivery = Delivery(
-            self, services.store, services.queue.bus, result_view=result_view, progress_view=progress_view
+            self, services.store, services.queue.bus, result_view=self._result_view, progress_view=progress_view
         )
         self.training_delivery = TrainingDelivery(self, services.store, services.queue.bus)
         self.tree.on_error = self.on_app_command_error
@@ -79,6 +82,11 @@ class ImagineBot(commands.Bot):
         await self.delivery.stop()
         await self.training_delivery.stop()
         await super().close()
+
+    def _result_view(self, job: JobRecord) -> discord.ui.View:
+        """A result's buttons; Zoom Out and Pan only where the job's model can inpaint."""
+        spec = self.services.catalog.models.get(job.model)
+        return result_view(job, outpaint=spec is not None and Mode.INPAINT in family_for(spec.kind).modes)
 
     async def run_button(self, interaction: discord.Interaction, action: str, job_id: int, index: int | None) -> None:
         """What a result or progress button does when clicked."""

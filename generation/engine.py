@@ -16,6 +16,7 @@ from generation.errors import GenerationError, InvalidRequest, ModelUnavailable,
 from generation.families.base import Family, StepReporter
 from generation.loras import a1111_short_hash, weights_file
 from generation.metadata import parameters_text
+from generation.outpaint import keep_unmasked
 from generation.request import GenerationRequest, Mode
 from generation.results import GeneratedImage, StepProgress
 from generation.safety import DiffusersSafetyChecker, SafetyChecker
@@ -147,6 +148,7 @@ class Engine:
             loaded = self.load(spec.name)
             loaded.use_loras(loras)
             images, sampler = loaded.run(requests, StepReporter(on_progress, should_cancel, self.preview_every))
+            images = _kept_unmasked(requests, images)
             flags = self._safety_flags(spec, images)
             hashes = self._lora_hashes([lora for lora, _ in loras])
         except torch.OutOfMemoryError as exc:
@@ -213,3 +215,16 @@ class Engine:
                 position += 1
             results.append(own)
         return results
+
+
+def _kept_unmasked(requests: Sequence[GenerationRequest], images: list) -> list:
+    """Each image of a `keep_unmasked` inpainting request with its picture's own pixels outside the mask."""
+    if not any(request.keep_unmasked for request in requests):
+        return images
+    kept, position = list(images), 0
+    for request in requests:
+        for _ in range(request.count):
+            if request.keep_unmasked and request.init_image is not None and request.mask is not None:
+                kept[position] = keep_unmasked(kept[position], request.init_image, request.mask)
+            position += 1
+    return kept

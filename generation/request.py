@@ -66,6 +66,8 @@ class GenerationRequest:
     sampler: str | None = None
     # (name, weight) sorted by name: the adapters of the whole call (see generation.loras for prompt tags).
     loras: tuple[tuple[str, float], ...] = ()
+    # Inpainting only: the picture's own pixels back where the mask is black (Zoom Out, Pan), as A1111 overlays.
+    keep_unmasked: bool = False
     init_image: Image.Image | None = field(default=None, compare=False, repr=False)
     mask: Image.Image | None = field(default=None, compare=False, repr=False)
 
@@ -177,6 +179,7 @@ class GenerationRequest:
             "strength": self.strength,
             "sampler": self.sampler,
             "loras": [[name, weight] for name, weight in self.loras],
+            **({"keep_unmasked": True} if self.keep_unmasked else {}),  # old jobs' params stay as they were
         }
 
     @classmethod

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,12 +14,14 @@ from PIL import Image
 from bot import render
 from bot.answers import answer_error, answer_unexpected, may_manage, queue_for_interaction
 from bot.loras import usable_loras
+from bot.moderation.policy import load_policy
 from bot.render import NO_MENTIONS
 from generation.errors import InvalidRequest
 from generation.loras import loras_for_prompt
 from generation.metadata import read_parameters
+from generation.outpaint import PANS, ZOOMS, pan, zoom_out
 from generation.request import GenerationRequest, Mode, random_seed
-from storage.records import JobRecord, JobStatus
+from storage.records import ImageRecord, JobRecord, JobStatus
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
@@ -41,14 +44,18 @@ async def run_action(interaction: discord.Interaction, action: str, job_id: int,
         await answer_unexpected(interaction, exc, f"button {action} on job {job_id}")
 
 
-async def _source_path(bot: ImagineBot, job: JobRecord, index: int) -> Path:
+async def _source_record(bot: ImagineBot, job: JobRecord, index: int) -> ImageRecord:
     records = await bot.services.store.images_for_job(job.id)
     if job.status is not JobStatus.DONE or not records:
         raise InvalidRequest("That job has no images (any more).")
     record = next((r for r in records if r.idx == index), None)
     if record is None:
         raise InvalidRequest(f"That job has no image {index + 1}.")
-    return bot.services.store.image_path(record)
+    return record
+
+
+async def _source_path(bot: ImagineBot, job: JobRecord, index: int) -> Path:
+    return bot.services.store.image_path(await _source_record(bot, job, index))
 
 
 def _at_request_size(path: Path, width: int, height: int) -> Image.Image:
@@ -71,6 +78,40 @@ def _upscaled(path: Path, params: dict[str, Any]) -> GenerationRequest:
     image = _at_request_size(path, width, height)
     changes = {"mode": Mode.IMG2IMG.value, "strength": UPSCALE_STRENGTH, "count": 1, "width": width, "height": height}
     return GenerationRequest.from_params(params | changes, init_image=image)
+
+
+def _outpainted(
+    path: Path, params: dict[str, Any], action: str, seed: int, multiple: int, max_pixels: int
+) -> GenerationRequest:
+    """Inpainting of a grown canvas around a stored image (Zoom Out, Pan), same prompt and seed. Run in a thread."""
+    image = _at_request_size(path, params["width"], params["height"])
+    if action in ZOOMS:
+        canvas = zoom_out(image, ZOOMS[action], multiple, max_pixels)
+    else:
+        canvas = pan(image, PANS[action], multiple, max_pixels)
+    width, height = canvas.image.size
+    changes = {"mode": Mode.INPAINT.value, "strength": 1.0, "count": 1, "width": width, "height": height}
+    changes |= {"seed": seed, "keep_unmasked": True}
+    return GenerationRequest.from_params(params | changes, init_image=canvas.image, mask=canvas.mask)
+
+
+async def _outpaint(interaction, bot, job: JobRecord, index: int, action: str) -> None:
+    services = bot.services
+    family = services.catalog.family(job.model)  # refuses a model that has gone from the config
+    if Mode.INPAINT not in family.modes:
+        raise InvalidRequest(f"The model '{job.model}' cannot paint into a picture, so it cannot zoom out or pan.")
+    record = await _source_record(bot, job, index)
+    policy = await load_policy(services.store, services.config, interaction.guild_id)
+    request = await asyncio.to_thread(
+        _outpainted,
+        services.store.image_path(record),
+        job.params,
+        action,
+        record.seed,
+        family.size_multiple,
+        policy.limits.max_pixels,
+    )
+    await queue_for_interaction(interaction, request, source=(job.id, index), policy=policy)
 
 
 async def _reroll(interaction, bot, job: JobRecord, index: int) -> None:
@@ -134,7 +175,7 @@ _ACTIONS = {
     "info": _info,
     "delete": _delete,
     "cancel": _cancel,
-}
+} | {action: partial(_outpaint, action=action) for action in (*ZOOMS, *PANS)}
 
 
 class EditModal(discord.ui.Modal, title="Edit prompt"):

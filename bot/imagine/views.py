@@ -17,7 +17,15 @@ ACTIONS = {
     "edit": ("Edit", "✏️", discord.ButtonStyle.secondary),
     "info": ("Info", "ℹ️", discord.ButtonStyle.secondary),
     "delete": ("Delete", "🗑️", discord.ButtonStyle.danger),
+    # Zoom Out and Pan (generation.outpaint): the canvas grows and inpainting fills its new border.
+    "zoomhalf": ("Zoom Out 1.5x", "🔍", discord.ButtonStyle.secondary),
+    "zoomdouble": ("Zoom Out 2x", "🔍", discord.ButtonStyle.secondary),
+    "panleft": ("", "⬅️", discord.ButtonStyle.secondary),
+    "panright": ("", "➡️", discord.ButtonStyle.secondary),
+    "panup": ("", "⬆️", discord.ButtonStyle.secondary),
+    "pandown": ("", "⬇️", discord.ButtonStyle.secondary),
 }
+OUTPAINT_ACTIONS = ("zoomhalf", "zoomdouble", "panleft", "panright", "panup", "pandown")
 
 
 class JobButton(
@@ -32,7 +40,9 @@ class JobButton(
         default_label, emoji, style = ACTIONS[action]
         custom_id = f"imagine:{action}:{job_id}" + ("" if index is None else f":{index}")
         super().__init__(
-            discord.ui.Button(label=label or default_label, emoji=emoji, style=style, custom_id=custom_id, row=row)
+            discord.ui.Button(
+                label=label or default_label or None, emoji=emoji, style=style, custom_id=custom_id, row=row
+            )
         )
         self.action, self.job_id, self.index = action, job_id, index
 
@@ -59,12 +69,17 @@ def progress_view(job: JobRecord) -> discord.ui.View:
     return view
 
 
-def result_view(job: JobRecord) -> discord.ui.View:
-    """Reroll / Vary / Upscale / Edit / Info / Delete; per-image U and V buttons for a grid."""
+def result_view(job: JobRecord, outpaint: bool = False) -> discord.ui.View:
+    """Reroll / Vary / Upscale / Edit / Info / Delete, and Zoom Out / Pan when the model can inpaint (`outpaint`);
+    per-image U and V buttons for a grid (zoom and pan come after an upscale, as in Midjourney)."""
     view = discord.ui.View(timeout=None)
     if job.count == 1:
-        for action, row in (("reroll", 0), ("vary", 0), ("upscale", 0), ("edit", 0), ("info", 0), ("delete", 1)):
+        for action, row in (("reroll", 0), ("vary", 0), ("upscale", 0), ("edit", 0), ("info", 0)):
             view.add_item(JobButton(action, job.id, 0 if action in ("vary", "upscale") else None, row=row))
+        if outpaint:
+            for action in OUTPAINT_ACTIONS:
+                view.add_item(JobButton(action, job.id, 0, row=1 if action.startswith("zoom") else 2))
+        view.add_item(JobButton("delete", job.id, row=1))
         return view
     for index in range(job.count):
         view.add_item(JobButton("upscale", job.id, index, label=f"U{index + 1}", row=0))
