@@ -138,7 +138,10 @@ async def bot_parts(config: Config, engine: Engine | None = None) -> AsyncIterat
         )
         worker = Worker(engine, queue, max_batch=generation.max_batch)
         await load_default_model(worker, generation.default_model)  # before any job runs
-        bot = ImagineBot(Services(config, store, queue, catalog, has_safety_checker=engine.has_safety_checker))
+        services = Services(
+            config, store, queue, catalog, has_safety_checker=engine.has_safety_checker, run_on_gpu=worker.call_on_gpu
+        )
+        bot = ImagineBot(services)
         worker.start()
         try:
             yield bot, worker

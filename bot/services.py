@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from bot.config import Config
 from generation.catalog import Catalog
@@ -20,6 +21,8 @@ class Services:
     queue: JobQueue
     catalog: Catalog  # the one model lookup: refuses unknown and broken models, lists the choices
     has_safety_checker: Callable[[str], bool] | None = None  # the engine's, when it runs in this process
+    # Short GPU work outside the queue (a caption for /describe) on the worker's GPU thread, between batches.
+    run_on_gpu: Callable[..., Awaitable[Any]] | None = None
 
     def safety_checks(self, model: str) -> bool:
         """Whether a safety checker flags this model's images (from the engine, else from the config)."""

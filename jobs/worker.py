@@ -10,8 +10,9 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from generation.engine import Engine
 from generation.errors import Cancelled, OutOfMemory, UserFacingError
@@ -33,6 +34,7 @@ from jobs.training import TrainingRunner, chunk_cost, photo_loader, trained_spec
 from storage.records import JobStatus, TrainingRecord
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 UNEXPECTED_ERROR = "Something went wrong on our side while generating; it has been logged. Please try again."
 TRAINING_ERROR = "Something went wrong on our side while training; it has been logged. Please try again."
@@ -75,6 +77,10 @@ class Worker:
     async def load(self, model: str) -> None:
         """Load a model on the GPU thread (before start: so the first job does not wait for it)."""
         await asyncio.get_running_loop().run_in_executor(self._executor, self.engine.load, model)
+
+    async def call_on_gpu(self, function: Callable[..., T], *args: Any) -> T:
+        """Run a short piece of GPU work (a caption, say) on the GPU thread, between two batches."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
 
     async def run(self) -> None:
         """Take batches until stopped; never exits on a failure."""
