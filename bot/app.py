@@ -26,6 +26,7 @@ EXTENSIONS = (
     "bot.moderation.admin",
     "bot.train.cog",
     "bot.train.library",
+    "bot.describe",
 )
 
 

@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from bot.config import Config, ConfigError, load_config
@@ -13,6 +14,10 @@ from generation.specs import LORA_KINDS, MODEL_KINDS
 
 # `tiny-model FILE --kind lora-sd` writes a tiny LoRA for the tiny model of that kind (not a model kind).
 TINY_LORA_KINDS = tuple(f"lora-{kind}" for kind in LORA_KINDS)
+TINY_CAPTIONER_KIND = "captioner"  # `tiny-model DIR --kind captioner`: a tiny BLIP for /describe
+# `tiny-model FILE --kind upscaler`: a tiny Real-ESRGAN Compact network; `--kind sd-x4`: an SD x4 upscaler.
+TINY_UPSCALER_KINDS = ("upscaler", "sd-x4")
+TINY_TRANSLATION_KIND = "translation"  # `tiny-model DIR --kind translation`: a tiny MarianMT for [translation]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,7 +52,11 @@ def _parser() -> argparse.ArgumentParser:
 
     tiny = commands.add_parser("tiny-model", help="write a tiny random-weight pipeline (or LoRA) for tests")
     tiny.add_argument("dir", type=Path, help="a directory; for a LoRA, a directory or a .safetensors file")
-    tiny.add_argument("--kind", choices=(*MODEL_KINDS, *TINY_LORA_KINDS), default="sd")
+    tiny.add_argument(
+        "--kind",
+        choices=(*MODEL_KINDS, *TINY_LORA_KINDS, TINY_CAPTIONER_KIND, *TINY_UPSCALER_KINDS, TINY_TRANSLATION_KIND),
+        default="sd",
+    )
 
     history = commands.add_parser("history", help="list recent jobs from the store")
     history.add_argument("--user", type=int)
@@ -58,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     from bot.local_train import add_train_parser  # the train command's many options live beside it
 
     add_train_parser(commands)
+    from bot.local_upscale import add_upscale_parser
+
+    add_upscale_parser(commands)
     return parser
 
 
@@ -77,6 +89,16 @@ def _tiny_model(args: argparse.Namespace) -> int:
         from generation.tiny.lora import write_tiny_lora
 
         print(write_tiny_lora(args.dir, args.kind.removeprefix("lora-")))
+        return 0
+    if args.kind in TINY_UPSCALER_KINDS:
+        from generation.tiny.upscaler import write_tiny_upscaler
+
+        print(write_tiny_upscaler(args.dir, args.kind))
+        return 0
+    if args.kind == TINY_CAPTIONER_KIND:
+        from generation.tiny.captioner import write_tiny_captioner
+
+        print(write_tiny_captioner(args.dir))
         return 0
     from generation.tiny import write_tiny_model
 
@@ -123,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # transformers warns about optional image backends on import; users cannot act on it.
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    # Nor on this: importing diffusers loads Kolors' text encoder, whose torch.jit.script torch 2.14 deprecates.
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "tiny-model":
         return _tiny_model(args)
@@ -147,6 +171,10 @@ def main(argv: list[str] | None = None) -> int:
         from bot.local_train import train
 
         return train(args, config, _quiet_libraries)  # quietened after the cheap checks
+    if args.command == "upscale":
+        from bot.local_upscale import upscale
+
+        return upscale(args, config, _quiet_libraries)  # quietened after the cheap checks
     return 2
 
 

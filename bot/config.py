@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from generation.loras import check_weight
-from generation.specs import KIND_DEFAULTS, LORA_KINDS, MODEL_KINDS, LoraSpec, ModelSpec
+from generation.specs import KIND_DEFAULTS, LORA_KINDS, MODEL_KINDS, UPSCALER_KINDS, LoraSpec, ModelSpec, UpscalerSpec
 from generation.training_inputs import MAX_PHOTOS, MAX_STEPS, MIN_PHOTOS
+from generation.translation import MIN_CONFIDENCE, Translator, check_languages, check_source
 from jobs.limits import Limits
 
 
@@ -50,6 +51,31 @@ class GenerationConfig:
     train_steps: int = 500  # /train's steps when the member gives none (at most the server's max_train_steps)
     train_learning_rate: float = 1e-4  # the Dreambooth LoRA recipe's
     train_class_images: int = 0  # prior preservation for /train: class images the model makes first (0: none)
+    default_upscaler: str = ""  # a name under [[upscalers]]; empty: the first one
+
+
+@dataclass(frozen=True)
+class DescribeConfig:
+    """/describe: the captioning model that suggests prompts for a picture."""
+
+    model: str = ""  # BLIP hub id or local directory; empty: /describe is not set up
+
+
+@dataclass(frozen=True)
+class TranslationConfig:
+    """Prompts in other languages, translated to English for models whose encoders read English."""
+
+    model: str = ""  # MarianMT or M2M100 hub id or local directory; empty: prompts are used as typed
+    min_confidence: float = MIN_CONFIDENCE  # how sure lingua must be that a text is in another language
+    languages: tuple[str, ...] = ()  # ISO 639-1 codes lingua tells apart (English always); empty: all it knows
+
+    def translator(self, device: str, dtype: str) -> Translator | None:
+        """The translator these settings describe (its model loads on the GPU thread when first needed), if any."""
+        if not self.model:
+            return None
+        return Translator(
+            self.model, device=device, dtype=dtype, min_confidence=self.min_confidence, languages=self.languages
+        )
 
 
 DEFAULT_MODELS = (
@@ -81,6 +107,9 @@ class Config:
     limits: Limits = field(default_factory=Limits)
     models: tuple[ModelSpec, ...] = DEFAULT_MODELS
     loras: tuple[LoraSpec, ...] = ()
+    upscalers: tuple[UpscalerSpec, ...] = ()
+    describe: DescribeConfig = field(default_factory=DescribeConfig)
+    translation: TranslationConfig = field(default_factory=TranslationConfig)
 
     @property
     def model_map(self) -> dict[str, ModelSpec]:
@@ -91,6 +120,16 @@ class Config:
     def lora_map(self) -> dict[str, LoraSpec]:
         """LoRAs by name, in config order."""
         return {lora.name: lora for lora in self.loras}
+
+    @property
+    def upscaler_map(self) -> dict[str, UpscalerSpec]:
+        """Upscalers by name, in config order."""
+        return {upscaler.name: upscaler for upscaler in self.upscalers}
+
+    @property
+    def default_upscaler(self) -> UpscalerSpec | None:
+        """The upscaler Upscale buttons use: [generation] default_upscaler, else the first; None without any."""
+        return self.upscaler_map.get(self.generation.default_upscaler) or next(iter(self.upscalers), None)
 
 
 def _section(cls: type, data: dict[str, Any], where: str, base: Path) -> Any:
@@ -125,7 +164,7 @@ def _model(data: dict[str, Any], base: Path, index: int) -> ModelSpec:
         if not isinstance(data.get(key), str) or not data[key]:
             raise ConfigError(f"[[models]] #{index + 1} needs a `{key}`")
     data = dict(data)
-    for key in ("source", "config", "preview_vae", "safety_checker", "stage_2", "stage_3"):
+    for key in ("source", "config", "preview_vae", "safety_checker", "stage_2", "stage_3", "prior", "inpaint_decoder"):
         value = data.get(key)
         if isinstance(value, str) and value.startswith((".", "~")):
             data[key] = str((base / value).expanduser().resolve()) if value.startswith(".") else value
@@ -135,6 +174,8 @@ def _model(data: dict[str, Any], base: Path, index: int) -> ModelSpec:
     for key in ("steps", "guidance", "width", "height"):
         data.setdefault(key, getattr(defaults, key))
     data["guidance"] = float(data["guidance"])
+    if not isinstance(data.get("translate", False), bool):
+        raise ConfigError(f"[{where}] translate must be true or false, not {data['translate']!r}")
     return ModelSpec(**data)
 
 
@@ -169,6 +210,71 @@ def _lora(data: dict[str, Any], base: Path, index: int) -> LoraSpec:
     return LoraSpec(**data)
 
 
+def _upscaler(data: dict[str, Any], base: Path, index: int) -> UpscalerSpec:
+    where = f"[[upscalers]] #{index + 1}"
+    unknown = set(data) - {f.name for f in fields(UpscalerSpec)}
+    if unknown:
+        raise ConfigError(f"{where} has unknown key(s): {', '.join(sorted(unknown))}")
+    for key in ("name", "source"):
+        if not isinstance(data.get(key), str) or not data[key].strip():
+            raise ConfigError(f"{where} needs a `{key}`")
+    data = {**data, "name": data["name"].strip()}
+    if data["source"].startswith((".", "~")):
+        data["source"] = str((base / data["source"]).expanduser().resolve())
+    if data.get("kind", "spandrel") not in UPSCALER_KINDS:
+        raise ConfigError(f"{where} kind must be one of {', '.join(UPSCALER_KINDS)}, not {data['kind']!r}")
+    if "guidance" in data and isinstance(data["guidance"], int):
+        data["guidance"] = float(data["guidance"])
+    try:
+        spec = UpscalerSpec(**data)
+    except TypeError as exc:
+        raise ConfigError(f"{where} {exc}") from None
+    for key, value, low, high in (
+        ("scale", spec.scale, 1, 16),
+        ("tile", spec.tile, 32, 4096),
+        ("steps", spec.steps, 1, 1000),
+        ("noise_level", spec.noise_level, 0, 350),  # the x4 upscaler's max_noise_level
+        ("overlap", spec.overlap, 0, spec.tile_size // 2),  # more would make a pixel lie in three tiles
+    ):
+        if value is not None and not (type(value) is int and low <= value <= high):
+            raise ConfigError(
+                f"{where} ({spec.name}): {key} must be a whole number from {low} to {high}, not {value!r}"
+            )
+    return spec
+
+
+def _upscalers(entries: list[dict[str, Any]], base: Path, default: str) -> tuple[UpscalerSpec, ...]:
+    upscalers = tuple(_upscaler(entry, base, index) for index, entry in enumerate(entries))
+    names = [upscaler.name for upscaler in upscalers]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ConfigError(f"[[upscalers]] names must be unique; given more than once: {', '.join(twice)}")
+    if default and default not in names:
+        raise ConfigError(
+            f"[generation] default_upscaler is {default!r}, but [[upscalers]] has: {', '.join(names) or 'none'}"
+        )
+    return upscalers
+
+
+def _translation(settings: TranslationConfig, base: Path) -> TranslationConfig:
+    if not isinstance(settings.model, str):
+        raise ConfigError(f"[translation] model must be a hub id or a directory in quotes, not {settings.model!r}")
+    confidence = settings.min_confidence
+    if not isinstance(confidence, float | int) or not 0 < confidence <= 1:
+        raise ConfigError(f"[translation] min_confidence must be above 0 and at most 1, not {confidence!r}")
+    try:
+        languages = check_languages(settings.languages)
+    except ValueError as exc:
+        raise ConfigError(f"[translation] languages: {exc}") from None
+    model = str((base / settings.model).resolve()) if settings.model.startswith(".") else settings.model
+    try:
+        if model:
+            check_source(model)
+    except ValueError as exc:
+        raise ConfigError(f"[translation] model: {exc}") from None
+    return TranslationConfig(model=model, min_confidence=float(confidence), languages=languages)
+
+
 def load_config(path: Path | None) -> Config:
     """Read a TOML config; with no path, the built-in defaults."""
     if path is None:
@@ -181,7 +287,9 @@ def load_config(path: Path | None) -> Config:
         raise ConfigError(f"Config file {path} is not valid TOML: {exc}") from None
     base = path.resolve().parent
     sections = {"discord": DiscordConfig, "storage": StorageConfig, "generation": GenerationConfig, "limits": Limits}
-    unknown = set(raw) - set(sections) - {"models", "loras"}
+    sections["describe"] = DescribeConfig
+    sections["translation"] = TranslationConfig
+    unknown = set(raw) - set(sections) - {"models", "loras", "upscalers"}
     if unknown:
         raise ConfigError(f"{path} has unknown section(s): {', '.join(sorted(unknown))}")
     parts = {name: _section(cls, raw.get(name, {}), name, base) for name, cls in sections.items()}
@@ -191,7 +299,14 @@ def load_config(path: Path | None) -> Config:
     twice = sorted({name for name in names if names.count(name) > 1})
     if twice:
         raise ConfigError(f"[[loras]] names must be unique; given more than once: {', '.join(twice)}")
-    config = Config(**parts, models=models, loras=loras)
+    caption_model = parts["describe"].model
+    if not isinstance(caption_model, str):
+        raise ConfigError(f"[describe] model must be a hub id or a directory in quotes, not {caption_model!r}")
+    if caption_model.startswith("."):  # a local directory beside the config file
+        parts["describe"] = DescribeConfig(model=str((base / caption_model).resolve()))
+    upscalers = _upscalers(raw.get("upscalers", []), base, parts["generation"].default_upscaler)
+    parts["translation"] = _translation(parts["translation"], base)
+    config = Config(**parts, models=models, loras=loras, upscalers=upscalers)
     if config.generation.default_model not in config.model_map:
         raise ConfigError(
             f"[generation] default_model is {config.generation.default_model!r}, "

@@ -13,6 +13,7 @@ from bot.config import Config
 from bot.flags import PromptFlags
 from generation.atomic import write_atomic
 from generation.errors import InvalidRequest, ModelUnavailable, UserFacingError
+from generation.families.dalle_layout import detect_kind as dalle_kind
 from generation.loras import parse_weight
 from generation.request import GenerationRequest
 from generation.specs import KIND_DEFAULTS, LORA_KINDS, SINGLE_FILE_SUFFIXES, LoraSpec, ModelSpec
@@ -97,8 +98,16 @@ def _is_number(text: str) -> bool:
 
 def _detect_kind(path: Path) -> str:
     index = path / "model_index.json"
+    if not index.is_file() and path.is_dir() and (dalle := dalle_kind(path)):
+        return dalle  # min-dalle's weight files (generation.families.dalle_layout)
     name = json.loads(index.read_text()).get("_class_name", "") if index.is_file() else ""
-    for prefix, kind in (("IF", "if"), ("Flux", "flux"), ("StableDiffusion3", "sd3")):
+    for prefix, kind in (
+        ("IF", "if"),
+        ("Flux", "flux"),
+        ("StableDiffusion3", "sd3"),
+        ("KandinskyV22", "kandinsky"),
+        ("UnCLIPPipeline", "karlo"),
+    ):
         if name.startswith(prefix):
             return kind
     return "sdxl" if "XL" in name else "sd"
@@ -130,6 +139,7 @@ async def _generate(
         dtype=config.generation.dtype,
         preview_every=0,
         loras=catalog.loras,
+        translator=config.translation.translator(config.generation.device, config.generation.dtype),
     )
     engine.load(spec.name)  # before the progress bar, so loading does not look like a stalled step
     async with await Store.open(config.storage.path, config.storage.images_dir) as store:
@@ -223,6 +233,8 @@ async def _history(args: argparse.Namespace, config: Config) -> int:
                 f"#{job.id:<6} {when}  {job.status.value:<9} user {job.user_id} ({where})  {job.model} "
                 f"{params['width']}x{params['height']} seed {params['seed']}  {job.prompt[:60]!r}"
             )
+            if job.translated_prompt is not None:
+                print(f"         translated from {job.prompt_language}: {job.translated_prompt[:60]!r}")
             if job.error:
                 print(f"         error: {job.error}")
     return 0

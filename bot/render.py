@@ -64,9 +64,20 @@ def result_text(job: JobRecord, seeds: list[int], mention: bool) -> str:
     seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}–{seeds[-1]}"
     mode = "" if job.mode.value == "txt2img" else f" · {job.mode.value} (strength {params['strength']:g})"
     return (
-        f"{headline(job)}\n{who}{seed_text} · {safe_text(job.model, 60)} · {params['width']}x{params['height']}"
-        f" · {params['steps']} steps{mode}"
+        f"{headline(job)}{translated_text(job)}\n{who}{seed_text} · {safe_text(job.model, 60)} · "
+        f"{params['width']}x{params['height']} · {params['steps']} steps{mode}"
     )
+
+
+def translated_text(job: JobRecord) -> str:
+    """Lines saying what the model read instead of the typed prompt ("translated from French: …"), if it did."""
+    lines = []
+    if job.translated_prompt is not None:
+        lines.append(f"translated from {job.prompt_language}: {safe_text(job.translated_prompt)}")
+    if job.translated_negative is not None:
+        source = "" if job.translated_prompt is not None else f" from {job.prompt_language}"
+        lines.append(f"negative prompt translated{source}: {safe_text(job.translated_negative, 200)}")
+    return "".join(f"\n{line}" for line in lines)
 
 
 def failed_text(job: JobRecord, error: str, mention: bool) -> str:

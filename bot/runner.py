@@ -21,6 +21,7 @@ import yarl
 from bot.app import ImagineBot
 from bot.config import Config, DiscordConfig, StorageConfig
 from bot.services import Services
+from generation.captioning import Captioner
 from generation.catalog import Catalog
 from generation.engine import Engine
 from generation.errors import ModelUnavailable, UserFacingError
@@ -116,6 +117,7 @@ async def bot_parts(config: Config, engine: Engine | None = None) -> AsyncIterat
     in order. Raises StartupError when one of them cannot be had."""
     generation = config.generation
     catalog = build_catalog(config)
+    translator = config.translation.translator(generation.device, generation.dtype)
     if engine is None:
         engine = Engine(
             config.model_map,
@@ -123,9 +125,11 @@ async def bot_parts(config: Config, engine: Engine | None = None) -> AsyncIterat
             dtype=generation.dtype,
             preview_every=generation.preview_every,
             loras=catalog.all_loras,  # live: LoRAs members train are added as they finish
+            translator=translator,
         )
     else:
         engine.loras = catalog.all_loras  # an engine handed in (tests reuse one) serves this catalog's LoRAs
+        engine.translator = translator
     async with await open_store(config.storage) as store:
         queue = JobQueue(store, EventBus(), config.limits, catalog=catalog, training_chunk=generation.train_chunk_steps)
         await register_trained(catalog, store)
@@ -138,8 +142,18 @@ async def bot_parts(config: Config, engine: Engine | None = None) -> AsyncIterat
         )
         worker = Worker(engine, queue, max_batch=generation.max_batch)
         await load_default_model(worker, generation.default_model)  # before any job runs
+        # /describe's captioning model, loaded on the GPU thread the first time someone uses it.
+        captioner = (
+            Captioner(config.describe.model, generation.device, generation.dtype) if config.describe.model else None
+        )
         services = Services(
-            config, store, queue, catalog, has_safety_checker=engine.has_safety_checker, run_on_gpu=worker.call_on_gpu
+            config,
+            store,
+            queue,
+            catalog,
+            has_safety_checker=engine.has_safety_checker,
+            run_on_gpu=worker.call_on_gpu,
+            captioner=captioner,
         )
         bot = ImagineBot(services)
         worker.start()

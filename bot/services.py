@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.config import Config
+from generation.captioning import Captioner
 from generation.catalog import Catalog
 from jobs.queue import JobQueue
 from storage.store import Store
@@ -23,6 +24,7 @@ class Services:
     has_safety_checker: Callable[[str], bool] | None = None  # the engine's, when it runs in this process
     # Short GPU work outside the queue (a caption for /describe) on the worker's GPU thread, between batches.
     run_on_gpu: Callable[..., Awaitable[Any]] | None = None
+    captioner: Captioner | None = None  # /describe's model ([describe] model); None: /describe is not set up
 
     def safety_checks(self, model: str) -> bool:
         """Whether a safety checker flags this model's images (from the engine, else from the config)."""

@@ -8,8 +8,11 @@ from typing import Any
 
 from generation.errors import InvalidRequest
 from generation.families.base import Family
+from generation.families.dalle_mini import DalleMini
 from generation.families.deepfloyd_if import DeepFloydIF
 from generation.families.flux import Flux
+from generation.families.kandinsky import Kandinsky
+from generation.families.karlo import Karlo
 from generation.families.sd3 import StableDiffusion3
 from generation.families.stable_diffusion import StableDiffusion
 from generation.loras import closest, shown
@@ -19,7 +22,9 @@ from generation.specs import LoraSpec, ModelSpec
 DEFAULT_MAX_LORAS = 3
 
 FAMILIES: dict[str, type[Family]] = {
-    kind: family for family in (StableDiffusion, DeepFloydIF, Flux, StableDiffusion3) for kind in family.kinds
+    kind: family
+    for family in (StableDiffusion, DeepFloydIF, Flux, StableDiffusion3, DalleMini, Kandinsky, Karlo)
+    for kind in family.kinds
 }
 
 

@@ -22,6 +22,7 @@ from generation.results import GeneratedImage, StepProgress
 from generation.safety import DiffusersSafetyChecker, SafetyChecker
 from generation.specs import LoraSpec, ModelSpec
 from generation.training_inputs import TRAINABLE_KINDS
+from generation.translation import Translation, Translator, reads_english
 
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
@@ -44,8 +45,10 @@ class Engine:
         preview_every: int = 5,
         safety_checkers: Mapping[str, SafetyChecker] | None = None,
         loras: Mapping[str, LoraSpec] | None = None,
+        translator: Translator | None = None,
     ) -> None:
         self.models = dict(models)
+        self.translator = translator  # prompts in other languages to English, for models that read English
         # LoRAs by the name requests use; sources stay here, never in requests (they are not user data).
         # Kept as given, not copied: the bot's catalog adds the LoRAs members train while it runs.
         self.loras: Mapping[str, LoraSpec] = loras if loras is not None else {}
@@ -147,6 +150,8 @@ class Engine:
                     raise InvalidRequest(f"The LoRA '{lora.name}' is for {lora.kind} models, not {spec.kind}.")
             loaded = self.load(spec.name)
             loaded.use_loras(loras)
+            translations = self._translations(spec, requests)
+            requests = [t.apply(r) if t else r for r, t in zip(requests, translations, strict=True)]
             images, sampler = loaded.run(requests, StepReporter(on_progress, should_cancel, self.preview_every))
             images = _kept_unmasked(requests, images)
             flags = self._safety_flags(spec, images)
@@ -163,7 +168,12 @@ class Engine:
             raise GenerationError(
                 f"Generation failed ({type(exc).__name__}); it has been logged. Try again or change the settings."
             ) from exc
-        return self._split(requests, images, flags, sampler, spec, hashes)
+        return self._split(requests, images, flags, sampler, spec, hashes, translations)
+
+    def _translations(self, spec: ModelSpec, requests: Sequence[GenerationRequest]) -> list[Translation | None]:
+        if self.translator is None or not reads_english(spec):
+            return [None] * len(requests)
+        return self.translator.translate(requests)
 
     def _safety_flags(self, spec: ModelSpec, images: list) -> list[bool | None]:
         checker = self._checkers.get(spec.name)
@@ -196,9 +206,10 @@ class Engine:
         sampler: str,
         spec: ModelSpec,
         lora_hashes: Mapping[str, str],
+        translations: Sequence[Translation | None],
     ) -> list[list[GeneratedImage]]:
         results, position = [], 0
-        for request in requests:
+        for request, translation in zip(requests, translations, strict=True):
             own = []
             for index, seed in enumerate(request.seeds):
                 own.append(
@@ -207,9 +218,10 @@ class Engine:
                         seed=seed,
                         index=index,
                         parameters=parameters_text(
-                            request, seed, sampler, spec.name, images[position].size, lora_hashes
+                            request, seed, sampler, spec.name, images[position].size, lora_hashes, translation
                         ),
                         nsfw=flags[position],
+                        translation=translation,
                     )
                 )
                 position += 1

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from PIL import Image
+
+if TYPE_CHECKING:
+    from generation.translation import Translation
 
 
 @dataclass(frozen=True)
@@ -16,6 +20,7 @@ class GeneratedImage:
     index: int
     parameters: str
     nsfw: bool | None = None  # None: no safety checker ran
+    translation: Translation | None = None  # what the encoders read instead of the typed prompt, if translated
 
     def png(self) -> bytes:
         """The image as PNG bytes carrying its `parameters` text chunk."""

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-ModelKind = Literal["sd", "sdxl", "if", "flux", "sd3"]
-MODEL_KINDS: tuple[str, ...] = ("sd", "sdxl", "if", "flux", "sd3")
+ModelKind = Literal["sd", "sdxl", "if", "flux", "sd3", "dalle-mini", "dalle-mega", "kandinsky", "karlo"]
+MODEL_KINDS: tuple[str, ...] = ("sd", "sdxl", "if", "flux", "sd3", "dalle-mini", "dalle-mega", "kandinsky", "karlo")
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 # The base kinds a LoRA can be made for; each needs its family's diffusers LoRA loader.
 LoraKind = Literal["sd", "sdxl", "flux"]
@@ -21,6 +21,9 @@ class Defaults:
     guidance: float = 7.0
     width: int = 512
     height: int = 512
+    # Whether prompts in other languages are translated to English first (see generation.translation): true for
+    # every kind here, whose encoders were trained on English text (CLIP on English captions, T5 v1.1 on English C4).
+    translate: bool = True
 
 
 # Here rather than in the families so reading the config imports no torch; each family names its own entry.
@@ -30,6 +33,14 @@ KIND_DEFAULTS: dict[str, Defaults] = {
     "if": Defaults(steps=50, guidance=7.0, width=64, height=64),  # stage I size; stage II makes it 4x
     "flux": Defaults(steps=4, guidance=0.0, width=1024, height=1024),  # FLUX.1-schnell
     "sd3": Defaults(steps=28, guidance=7.0, width=1024, height=1024),
+    # min-dalle: 16 rows of 16 tokens (one progress step each), guidance = its supercondition_factor (16).
+    "dalle-mini": Defaults(steps=16, guidance=16.0, width=256, height=256),
+    "dalle-mega": Defaults(steps=16, guidance=16.0, width=256, height=256),
+    # Kandinsky 2.2: decoder steps and size as diffusers' KandinskyV22PriorPipeline example, guidance the decoder's
+    # default (the prior runs its own default 25 steps at guidance 4: generation.families.unclip).
+    "kandinsky": Defaults(steps=50, guidance=4.0, width=768, height=768),
+    # Karlo: UnCLIPPipeline's decoder defaults; its super-resolution stage always makes 256x256.
+    "karlo": Defaults(steps=25, guidance=8.0, width=256, height=256),
 }
 
 
@@ -56,6 +67,11 @@ class ModelSpec:
     stage_3: str | None = None
     stages: int = 2
     max_tokens: int | None = None  # T5 prompt length (FLUX, SD3); None: the family's default
+    # Kandinsky 2.2: the prior and the inpainting decoder (hub id or directory; None: `prior`/`inpaint_decoder`
+    # inside a local `source`, as `imagine-bot tiny-model --kind kandinsky` writes them, else the hub's).
+    prior: str | None = None
+    inpaint_decoder: str | None = None
+    translate: bool | None = None  # translate other languages to English first; None: the kind's default
 
     @property
     def pixels(self) -> int:
@@ -74,3 +90,34 @@ class LoraSpec:
     triggers: tuple[str, ...] = ()  # words it was trained to respond to, shown in the picker
     description: str = ""
     weight_name: str | None = None  # the file inside a directory or hub repo, when there are several
+
+
+# Super-resolution networks loaded through spandrel (.pth/.safetensors), and diffusers' SD x4 upscaler.
+UpscalerKind = Literal["spandrel", "sd-x4"]
+UPSCALER_KINDS: tuple[str, ...] = ("spandrel", "sd-x4")
+SPANDREL_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")  # weights files spandrel reads
+# Input pixels per tile side when the config gives none: a 4x network then makes 2048 px tiles; the SD x4
+# upscaler was trained on 128 px inputs, and its VAE decoding a larger tile is what runs out of memory.
+DEFAULT_TILE = {"spandrel": 512, "sd-x4": 128}
+
+
+@dataclass(frozen=True)
+class UpscalerSpec:
+    """An upscaler users can pick: where its weights are, how it is tiled, and (sd-x4) how it samples."""
+
+    name: str
+    source: str  # spandrel: a .pth/.safetensors file; sd-x4: a hub id or a diffusers directory
+    kind: UpscalerKind = "spandrel"
+    scale: int | None = None  # the factor results are made at; None: the network's own (sd-x4: 4)
+    tile: int | None = None  # input pixels per tile side; None: DEFAULT_TILE of the kind
+    overlap: int = 32  # input pixels shared by neighbouring tiles, blended so no seam shows
+    # sd-x4 only, diffusers' defaults: denoising steps, guidance, noise added to the input (0-350).
+    steps: int = 75
+    guidance: float = 9.0
+    noise_level: int = 20
+    description: str = ""
+
+    @property
+    def tile_size(self) -> int:
+        """Input pixels per tile side."""
+        return self.tile or DEFAULT_TILE[self.kind]

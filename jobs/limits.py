@@ -28,6 +28,9 @@ class Limits:
     max_train_steps: int = 1000
     max_train_photos: int = 20
     daily_trainings_per_user: int = 2
+    # Upscaling (Upscale buttons, /upscale): the largest result, width x height; tiles keep memory flat, and
+    # a 2048x2048 PNG stays well under Discord's upload limit.
+    max_upscaled_pixels: int = 2048 * 2048
 
     @classmethod
     def unlimited(cls) -> Limits:
@@ -40,6 +43,7 @@ class Limits:
             max_train_steps=10**6,
             max_train_photos=10**6,
             daily_trainings_per_user=0,
+            max_upscaled_pixels=10**12,
         )
 
     def with_overrides(self, settings: Mapping[str, Any]) -> Limits:
@@ -59,6 +63,18 @@ def check_request(request: GenerationRequest, limits: Limits) -> None:
         raise LimitExceeded(
             f"{request.width}x{request.height} is {pixels:,} pixels, over this server's limit of "
             f"{limits.max_pixels:,} (e.g. {_square(limits.max_pixels)})."
+        )
+
+
+def check_upscale(width: int, height: int, scale: int, limits: Limits) -> None:
+    """Refuse upscaling a width x height picture `scale` times when the result is over the limit, naming both."""
+    result_width, result_height = width * scale, height * scale
+    pixels = result_width * result_height
+    if pixels > limits.max_upscaled_pixels:
+        raise LimitExceeded(
+            f"Upscaling {width}x{height} {scale}x would make {result_width}x{result_height} ({pixels:,} pixels), "
+            f"over the limit of {limits.max_upscaled_pixels:,} for upscaled pictures "
+            f"(e.g. {_square(limits.max_upscaled_pixels)}): pick a smaller scale or a smaller picture."
         )
 
 

@@ -192,7 +192,48 @@ _V3_TRAINING_DELIVERY = [
     "CREATE INDEX trainings_undelivered ON trainings (id) WHERE delivered_at IS NULL AND origin IS NOT NULL",
 ]
 
-MIGRATIONS: list[list[str]] = [_V1_INITIAL, _V2_LORAS, _V3_TRAINING_DELIVERY]
+# Prompts in any language: what the text encoders read when the prompt was translated (NULL: as typed), and the
+# language it was read as. The full-text index is made anew over all four texts, so a search finds a job by
+# what was typed or by its English; FTS5 cannot add a column, and 'rebuild' fills it from the jobs table.
+_V4_TRANSLATIONS = [
+    "ALTER TABLE jobs ADD COLUMN prompt_language TEXT",  # e.g. 'French'
+    "ALTER TABLE jobs ADD COLUMN translated_prompt TEXT",
+    "ALTER TABLE jobs ADD COLUMN translated_negative TEXT",
+    "DROP TRIGGER jobs_fts_insert",
+    "DROP TRIGGER jobs_fts_delete",
+    "DROP TRIGGER jobs_fts_update",
+    "DROP TABLE jobs_fts",
+    """
+    CREATE VIRTUAL TABLE jobs_fts USING fts5(
+        prompt, negative_prompt, translated_prompt, translated_negative,
+        content='jobs', content_rowid='id', tokenize='unicode61 remove_diacritics 2'
+    )
+    """,
+    """
+    CREATE TRIGGER jobs_fts_insert AFTER INSERT ON jobs BEGIN
+        INSERT INTO jobs_fts (rowid, prompt, negative_prompt, translated_prompt, translated_negative)
+        VALUES (new.id, new.prompt, new.negative_prompt, new.translated_prompt, new.translated_negative);
+    END
+    """,
+    """
+    CREATE TRIGGER jobs_fts_delete AFTER DELETE ON jobs BEGIN
+        INSERT INTO jobs_fts (jobs_fts, rowid, prompt, negative_prompt, translated_prompt, translated_negative)
+        VALUES ('delete', old.id, old.prompt, old.negative_prompt, old.translated_prompt, old.translated_negative);
+    END
+    """,
+    """
+    CREATE TRIGGER jobs_fts_update
+    AFTER UPDATE OF prompt, negative_prompt, translated_prompt, translated_negative ON jobs BEGIN
+        INSERT INTO jobs_fts (jobs_fts, rowid, prompt, negative_prompt, translated_prompt, translated_negative)
+        VALUES ('delete', old.id, old.prompt, old.negative_prompt, old.translated_prompt, old.translated_negative);
+        INSERT INTO jobs_fts (rowid, prompt, negative_prompt, translated_prompt, translated_negative)
+        VALUES (new.id, new.prompt, new.negative_prompt, new.translated_prompt, new.translated_negative);
+    END
+    """,
+    "INSERT INTO jobs_fts (jobs_fts) VALUES ('rebuild')",
+]
+
+MIGRATIONS: list[list[str]] = [_V1_INITIAL, _V2_LORAS, _V3_TRAINING_DELIVERY, _V4_TRANSLATIONS]
 """MIGRATIONS[n - 1] takes the schema from version n - 1 to n."""
 
 

@@ -58,6 +58,10 @@ class JobRecord:
     finished_at: datetime | None
     delivered_at: datetime | None
     delivered_where: str | None
+    # Set when the job ran with its prompt (or negative prompt) translated to English; None: used as typed.
+    prompt_language: str | None = None
+    translated_prompt: str | None = None
+    translated_negative: str | None = None
 
     @property
     def count(self) -> int:
@@ -148,6 +152,9 @@ def job_from_row(row: sqlite3.Row) -> JobRecord:
         finished_at=from_db_time(row["finished_at"]),
         delivered_at=from_db_time(row["delivered_at"]),
         delivered_where=row["delivered_where"],
+        prompt_language=row["prompt_language"],
+        translated_prompt=row["translated_prompt"],
+        translated_negative=row["translated_negative"],
     )
 
 

@@ -21,5 +21,10 @@ def fts_query(text: str, *, include_negative: bool = False) -> str | None:
         phrases.append(quoted + "*" if prefix else quoted)
     if not phrases:
         return None
-    columns = "{prompt negative_prompt}" if include_negative else "{prompt}"
+    # A translated job is found by what was typed or by the English its encoders read.
+    columns = (
+        "{prompt negative_prompt translated_prompt translated_negative}"
+        if include_negative
+        else "{prompt translated_prompt}"
+    )
     return f"{columns} : ({' '.join(phrases)})"

@@ -206,6 +206,12 @@ class Store(JobHistory, GuildRecords, Trainings, LoraLibrary):
         )
         if cursor.rowcount != 1:
             return False
+        translation = images[0].translation if images else None  # one per job: every image had the same texts
+        if translation is not None:
+            await db.execute(
+                "UPDATE jobs SET prompt_language = ?, translated_prompt = ?, translated_negative = ? WHERE id = ?",
+                (translation.language, translation.translated_prompt, translation.translated_negative, job_id),
+            )
         await db.executemany(
             """
             INSERT INTO images (job_id, idx, seed, path, sha256, width, height, size_bytes, nsfw, created_at)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from generation.errors import ModelUnavailable
+from generation.families.dalle_layout import DALLE_KINDS, missing_reason
 from generation.specs import SINGLE_FILE_SUFFIXES, ModelSpec
 
 T = TypeVar("T")
@@ -30,6 +31,11 @@ def unavailable(spec: ModelSpec, reason: str) -> ModelUnavailable:
 def check_source(spec: ModelSpec) -> None:
     """Refuse a local source that is not there, before any loading (cheap: used at start-up)."""
     source = spec.source
+    if spec.kind in DALLE_KINDS:  # min-dalle's files in a local directory, not diffusers'
+        reason = missing_reason(source, spec.kind)
+        if reason:
+            raise unavailable(spec, reason)
+        return
     if source.endswith(SINGLE_FILE_SUFFIXES):
         if not Path(source).expanduser().is_file():
             raise unavailable(spec, "no such file")

@@ -10,8 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from generation.tiny.dalle_mini import write_tiny_dalle_mini
 from generation.tiny.deepfloyd_if import write_tiny_if
 from generation.tiny.flux import build_tiny_flux
+from generation.tiny.kandinsky import write_tiny_kandinsky
+from generation.tiny.karlo import build_tiny_karlo
 from generation.tiny.sd3 import build_tiny_sd3
 from generation.tiny.stable_diffusion import (
     TEXT_HIDDEN,
@@ -22,6 +25,7 @@ from generation.tiny.stable_diffusion import (
     tiny_tokenizer,
     tiny_vae,
 )
+from generation.tiny.translation import write_tiny_marian
 
 # kind → a function writing a model that the family of that kind loads from the directory, offline.
 BUILDERS: dict[str, Callable[[Path], Any]] = {
@@ -30,6 +34,11 @@ BUILDERS: dict[str, Callable[[Path], Any]] = {
     "if": write_tiny_if,
     "flux": lambda directory: build_tiny_flux().save_pretrained(directory),
     "sd3": lambda directory: build_tiny_sd3().save_pretrained(directory),
+    "translation": write_tiny_marian,  # not a model kind: a MarianMT for `[translation] model`
+    "dalle-mini": write_tiny_dalle_mini,
+    "dalle-mega": lambda directory: write_tiny_dalle_mini(directory, "dalle-mega"),
+    "kandinsky": write_tiny_kandinsky,
+    "karlo": lambda directory: build_tiny_karlo().save_pretrained(directory),
 }
 
 

@@ -6,6 +6,7 @@ import re
 
 from sd_parsers import ParserManager
 
+from bot.imagine.views import OUTPAINT_ACTIONS
 from tests.bot.conftest import button, custom_ids, decode, delivered_job, has_image, mask_png, png
 
 EPHEMERAL = 64
@@ -25,7 +26,8 @@ async def test_txt2img_shows_queue_then_delivers_png_with_metadata(start_bot) ->
         info = ParserManager().parse(image)
         assert info.full_prompt == "a red cube" and info.samplers[0].parameters["seed"] == "7"
         assert image.size == (64, 64)
-        assert {c.split(":")[1] for c in custom_ids(final)} == {"reroll", "vary", "upscale", "edit", "info", "delete"}
+        actions = {c.split(":")[1] for c in custom_ids(final)}
+        assert actions == {"reroll", "vary", "upscale", "edit", "info", "delete", *OUTPAINT_ACTIONS}
         job_id = int(button(final, "imagine:reroll").split(":")[2])
         job = await delivered_job(running, job_id)
         assert job.user_id == fake.member.id

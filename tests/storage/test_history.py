@@ -91,7 +91,7 @@ async def test_punctuation_is_searched_as_text(store: Store) -> None:
 
 
 def test_fts_query_quotes_every_word() -> None:
-    assert fts_query('say "hi" now*') == '{prompt} : ("say" """hi""" "now"*)'
+    assert fts_query('say "hi" now*') == '{prompt translated_prompt} : ("say" """hi""" "now"*)'
     assert fts_query("- ! ?") is None
 
 
