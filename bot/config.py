@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from generation.loras import check_weight
+from generation.loras import NAME_FORBIDDEN, check_weight
 from generation.specs import KIND_DEFAULTS, LORA_KINDS, MODEL_KINDS, UPSCALER_KINDS, LoraSpec, ModelSpec, UpscalerSpec
 from generation.training_inputs import MAX_PHOTOS, MAX_STEPS, MIN_PHOTOS
 from generation.translation import MIN_CONFIDENCE, Translator, check_languages, check_source
@@ -179,20 +179,22 @@ def _model(data: dict[str, Any], base: Path, index: int) -> ModelSpec:
     return ModelSpec(**data)
 
 
-_LORA_NAME_FORBIDDEN = set(':<>,"`#')  # `#`: trained LoRAs are NAME#ID
-
-
-def _lora(data: dict[str, Any], base: Path, index: int) -> LoraSpec:
-    where = f"[[loras]] #{index + 1}"
-    unknown = set(data) - {f.name for f in fields(LoraSpec)}
+def _named_entry(data: dict[str, Any], spec: type, where: str) -> dict[str, Any]:
+    """A copy of a `[[loras]]`/`[[upscalers]]` table, its name stripped; refuses unknown keys, no name or source."""
+    unknown = set(data) - {f.name for f in fields(spec)}
     if unknown:
         raise ConfigError(f"{where} has unknown key(s): {', '.join(sorted(unknown))}")
     for key in ("name", "source"):
         if not isinstance(data.get(key), str) or not data[key].strip():
             raise ConfigError(f"{where} needs a `{key}`")
-    data = dict(data)
-    name = data["name"] = data["name"].strip()
-    if _LORA_NAME_FORBIDDEN & set(name) or name != " ".join(name.split()):
+    return {**data, "name": data["name"].strip()}
+
+
+def _lora(data: dict[str, Any], base: Path, index: int) -> LoraSpec:
+    where = f"[[loras]] #{index + 1}"
+    data = _named_entry(data, LoraSpec, where)
+    name = data["name"]
+    if NAME_FORBIDDEN & set(name) or name != " ".join(name.split()):
         raise ConfigError(f'{where}: name {name!r} cannot hold any of : < > , " ` # (it is typed as <lora:NAME:0.8>)')
     if data["source"].startswith("."):
         data["source"] = str((base / data["source"]).resolve())
@@ -212,13 +214,7 @@ def _lora(data: dict[str, Any], base: Path, index: int) -> LoraSpec:
 
 def _upscaler(data: dict[str, Any], base: Path, index: int) -> UpscalerSpec:
     where = f"[[upscalers]] #{index + 1}"
-    unknown = set(data) - {f.name for f in fields(UpscalerSpec)}
-    if unknown:
-        raise ConfigError(f"{where} has unknown key(s): {', '.join(sorted(unknown))}")
-    for key in ("name", "source"):
-        if not isinstance(data.get(key), str) or not data[key].strip():
-            raise ConfigError(f"{where} needs a `{key}`")
-    data = {**data, "name": data["name"].strip()}
+    data = _named_entry(data, UpscalerSpec, where)
     if data["source"].startswith((".", "~")):
         data["source"] = str((base / data["source"]).expanduser().resolve())
     if data.get("kind", "spandrel") not in UPSCALER_KINDS:

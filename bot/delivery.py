@@ -41,7 +41,6 @@ from storage.store import Store
 log = logging.getLogger(__name__)
 
 EDIT_INTERVAL = 1.5  # seconds between edits of one message; Discord rate-limits faster editing
-TOKEN_USABLE_FOR = 14 * 60  # interaction tokens die after 15 minutes; keep a margin
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
 EDIT_BACKOFF_MAX = 30.0  # longest pause after refused progress edits of one message
 EDIT_SETTLE_TIMEOUT = 5.0  # how long a result waits for the progress edit in flight before it
@@ -90,11 +89,10 @@ class Delivery(EventFollower):
         edit_interval: float = EDIT_INTERVAL,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        super().__init__(client, store, bus)
+        super().__init__(client, store, bus, clock)
         self.result_view = result_view
         self.progress_view = progress_view
         self.edit_interval = edit_interval
-        self.clock = clock
         self._trackers: dict[int, _Tracker] = {}
         self._finishing: set[int] = set()
 
@@ -268,7 +266,7 @@ class Delivery(EventFollower):
 
     def _can_edit(self, origin: dict[str, Any]) -> bool:
         if origin.get("kind") == "interaction":
-            return self.clock() - float(origin.get("created_at", 0)) < TOKEN_USABLE_FOR
+            return self._token_usable(origin)
         return bool(origin.get("message_id"))
 
     async def _edit(self, job: JobRecord, **fields: Any) -> None:
@@ -279,9 +277,8 @@ class Delivery(EventFollower):
         if origin.get("kind") == "interaction":
             if not self._can_edit(origin):
                 raise TokenExpired(f"the interaction token of job {job.id} has expired")
-            webhook = discord.Webhook.partial(int(origin["application_id"]), origin["token"], client=self.client)
             # The original response is addressable as @original even before we learn its id.
-            await webhook.edit_message(origin.get("message_id") or "@original", **fields)  # type: ignore[arg-type]
+            await self._webhook(origin).edit_message(origin.get("message_id") or "@original", **fields)  # type: ignore[arg-type]
         else:
             message = self._channel(origin).get_partial_message(int(origin["message_id"]))
             await message.edit(**fields)

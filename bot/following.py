@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine, Iterable
+import time
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 import discord
@@ -15,6 +16,7 @@ from storage.store import Store
 log = logging.getLogger(__name__)
 
 STOP_GRACE = 5.0  # seconds a stopping bot waits for final messages already on their way
+TOKEN_USABLE_FOR = 14 * 60  # interaction tokens die after 15 minutes; keep a margin
 
 
 class EventFollower:
@@ -22,10 +24,13 @@ class EventFollower:
 
     task_name = "events"
 
-    def __init__(self, client: discord.Client, store: Store, bus: EventBus) -> None:
+    def __init__(
+        self, client: discord.Client, store: Store, bus: EventBus, clock: Callable[[], float] = time.time
+    ) -> None:
         self.client = client
         self.store = store
         self.bus = bus
+        self.clock = clock
         self._tasks: set[asyncio.Task[None]] = set()
         self._subscription = bus.subscribe()
         self._loop_task: asyncio.Task[None] | None = None
@@ -57,6 +62,15 @@ class EventFollower:
 
     async def _handle(self, event: Event) -> None:
         raise NotImplementedError
+
+    def _token_usable(self, origin: dict[str, Any]) -> bool:
+        """Whether the message came from an interaction whose token can still edit its response."""
+        age = self.clock() - float(origin.get("created_at", 0))
+        return origin.get("kind") == "interaction" and age < TOKEN_USABLE_FOR
+
+    def _webhook(self, origin: dict[str, Any]) -> discord.Webhook:
+        """The interaction's webhook (its original response is addressable as @original)."""
+        return discord.Webhook.partial(int(origin["application_id"]), origin["token"], client=self.client)
 
     def _channel(self, origin: dict[str, Any]) -> discord.PartialMessageable:
         return self.client.get_partial_messageable(int(origin["channel_id"]))

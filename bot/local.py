@@ -113,7 +113,8 @@ def _detect_kind(path: Path) -> str:
     return "sdxl" if "XL" in name else "sd"
 
 
-def _free_path(directory: Path, stem: str) -> Path:
+def free_path(directory: Path, stem: str) -> Path:
+    """`directory/stem.png`, or `stem-2.png`, `stem-3.png`… when taken: output never overwrites a file."""
     candidate, n = directory / f"{stem}.png", 1
     while candidate.exists():
         n += 1
@@ -166,7 +167,7 @@ async def _generate(
             finally:
                 await worker.stop()
         for record in event.images:
-            path = _free_path(args.out, f"{ticket.job.id}-{record.seed}")
+            path = free_path(args.out, f"{ticket.job.id}-{record.seed}")
             write_atomic(path, store.image_path(record).read_bytes())
             print(path)
         await store.mark_delivered(ticket.job.id, f"cli:{args.out}")

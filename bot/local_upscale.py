@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.config import Config
+from bot.local import free_path
 from generation.atomic import write_atomic
 from generation.errors import InvalidRequest, ModelUnavailable, UserFacingError
 from generation.images import decode_image, to_rgb
@@ -172,7 +173,7 @@ def _upscale(
     if model is not None:
         del upscaler  # its memory goes back before the model loads
         result, text = _creative(config, model, result, prompt, negative, args.seed, spec.name, scale)
-    path = _free_path(args.out, f"{args.image.stem}-x{scale}")
+    path = free_path(args.out, f"{args.image.stem}-x{scale}")
     write_atomic(path, png_bytes(result, text))
     print(path)
     return 0
@@ -228,11 +229,3 @@ def _creative(
     if result.size != image.size:
         result = result.resize(image.size, Image.Resampling.LANCZOS)
     return result, upscale_parameters(made.parameters, upscaler, scale, result.size, creative=True)
-
-
-def _free_path(directory: Path, stem: str) -> Path:
-    candidate, n = directory / f"{stem}.png", 1
-    while candidate.exists():
-        n += 1
-        candidate = directory / f"{stem}-{n}.png"
-    return candidate

@@ -21,6 +21,8 @@ MAX_LORA_WEIGHT = 5.0  # sliders go to about ±5; past that a LoRA only breaks t
 LORA_TAG = re.compile(r"<lora:([^<>]*)>", re.IGNORECASE)
 _TAG_AND_SPACE = re.compile(r"\s*<lora:[^<>]*>\s*", re.IGNORECASE)
 _SHOWN = 40
+# What a LoRA name cannot hold: the tag's own delimiters, and `#` (trained LoRAs go by NAME#ID).
+NAME_FORBIDDEN = frozenset(':<>,"`#')
 
 Given = tuple[str, float | None]  # a LoRA as asked for: its name, its weight if one was given
 

@@ -14,6 +14,7 @@ from PIL import Image, ImageOps
 
 from generation.errors import InvalidRequest
 from generation.images import DEFAULT_LIMITS, ImageLimits, decode_image, to_rgb
+from generation.loras import NAME_FORBIDDEN
 
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
@@ -69,8 +70,6 @@ class TrainingSettings:
 
 
 MAX_NAME = 40
-# `#` too: a trained LoRA is known as NAME#ID (generation.catalog.trained_name).
-_NAME_FORBIDDEN = set(':<>,"`#')
 
 
 def check_lora_name(name: str) -> str:
@@ -78,7 +77,7 @@ def check_lora_name(name: str) -> str:
     name = name.strip()
     if not name or len(name) > MAX_NAME:
         raise InvalidRequest(f"A LoRA name must have 1 to {MAX_NAME} characters, not {len(name)}.")
-    if _NAME_FORBIDDEN & set(name) or name != " ".join(name.split()):
+    if NAME_FORBIDDEN & set(name) or name != " ".join(name.split()):
         raise InvalidRequest(f'The LoRA name {name!r} cannot hold any of : < > , " ` # or repeated spaces.')
     return name
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import discord
 
-from bot.delivery import EDIT_INTERVAL, TOKEN_USABLE_FOR
+from bot.delivery import EDIT_INTERVAL
 from bot.following import EventFollower
 from bot.render import NO_MENTIONS
 from bot.train import messages
@@ -64,9 +64,8 @@ class TrainingDelivery(EventFollower):
         edit_interval: float = EDIT_INTERVAL,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        super().__init__(client, store, bus)
+        super().__init__(client, store, bus, clock)
         self.edit_interval = edit_interval
-        self.clock = clock
         self._trackers: dict[int, _Tracker] = {}
 
     def _editors(self) -> list[asyncio.Task[None] | None]:
@@ -211,13 +210,6 @@ class TrainingDelivery(EventFollower):
                 everyone=False, roles=False, users=[discord.Object(training.user_id)]
             ),
         )
-
-    def _token_usable(self, origin: dict[str, Any]) -> bool:
-        age = self.clock() - float(origin.get("created_at", 0))
-        return origin.get("kind") == "interaction" and age < TOKEN_USABLE_FOR
-
-    def _webhook(self, origin: dict[str, Any]) -> discord.Webhook:
-        return discord.Webhook.partial(int(origin["application_id"]), origin["token"], client=self.client)
 
 
 def _with_origin(training: TrainingRecord, origin: dict[str, Any]) -> TrainingRecord:
