@@ -113,10 +113,12 @@ async def queue_for_interaction(
     *,
     source: tuple[int, int] | None = None,
     policy: GuildPolicy | None = None,
+    origin: dict | None = None,
 ) -> None:
     """Queue a job for whoever triggered the interaction and answer with its place in line.
 
     `policy`: the server's, when the caller has read it already (to pick the model); else it is read here.
+    `origin`: more for the job's stored origin (Upscale (Creative) records its second step there).
     """
     bot: ImagineBot = interaction.client  # type: ignore[assignment]
     # Through the server's policy (channels, roles, blocks, banned words, DMs), then the queue's limits.
@@ -124,7 +126,7 @@ async def queue_for_interaction(
         bot.services,
         asker_from_interaction(interaction),
         request,
-        origin=interaction_origin(interaction),
+        origin=interaction_origin(interaction) | (origin or {}),
         source=source,
         policy=policy,
     )

@@ -106,6 +106,20 @@ def _tiny_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def _database_in_use(config: Config) -> bool:
+    """Say so when another process has the database: at once, not after the slow imports (bot_parts locks it)."""
+    from storage.lock import DatabaseInUse, check_free
+
+    try:
+        check_free(config.storage.path)
+    except DatabaseInUse as exc:
+        print(f"imagine-bot: {exc.message('[storage] path')}", file=sys.stderr)
+        return True
+    except OSError:
+        pass  # e.g. no permission: bot_parts says what is wrong
+    return False
+
+
 def _run(config: Config) -> int:
     token = os.environ.get(config.discord.token_env, "").strip()
     if not token:
@@ -156,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"imagine-bot: {exc}", file=sys.stderr)
         return 2
     if args.command == "run":
+        if _database_in_use(config):
+            return 1
         _quiet_libraries()
         return _run(config)
     if args.command == "generate":

@@ -26,6 +26,19 @@ class DiscordConfig:
     api_base: str = ""  # e.g. a nirn-proxy: http://127.0.0.1:8080/api/v10
     gateway_url: str = ""  # e.g. ws://127.0.0.1:8080/gateway
     guild_ids: tuple[int, ...] = ()
+    shards: int | str | None = None  # "auto" (Discord's count) or a number: AutoShardedBot; None: one connection
+    delivery_retry_first: float = 2.0  # seconds before a result that failed to reach Discord is tried again
+    delivery_retry_max: float = 300.0  # the pause doubles up to this
+
+    def __post_init__(self) -> None:
+        shards = self.shards
+        if shards is not None and shards != "auto" and (type(shards) is not int or shards < 1):
+            raise ConfigError(f'[discord] shards must be "auto" or a whole number of at least 1, not {shards!r}')
+        if not 0 < self.delivery_retry_first <= self.delivery_retry_max:
+            raise ConfigError(
+                "[discord] delivery_retry_first must be more than 0 and at most delivery_retry_max, not "
+                f"{self.delivery_retry_first} and {self.delivery_retry_max}"
+            )
 
 
 @dataclass(frozen=True)
@@ -45,6 +58,8 @@ class GenerationConfig:
     default_model: str = "sd-turbo"
     max_batch: int = 4
     preview_every: int = 5
+    # Torch threads for the pipeline; 0: on CPU every core but one, left to the event loop (GPU: torch's).
+    cpu_threads: int = 0
     max_attempts: int = 3
     max_loras: int = 3
     train_chunk_steps: int = 25  # LoRA training steps per turn on the GPU (and per checkpoint)
@@ -76,6 +91,57 @@ class TranslationConfig:
         return Translator(
             self.model, device=device, dtype=dtype, min_confidence=self.min_confidence, languages=self.languages
         )
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """Prometheus metrics and a liveness check over HTTP (README: Metrics)."""
+
+    port: int = 0  # 0: not served
+    host: str = "127.0.0.1"  # loopback: only this machine (a Prometheus beside the bot) can scrape it
+
+
+BACKENDS = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class ClusterWorkerConfig:
+    """One Ray worker's own settings: a `[[cluster.worker]]` table (the first table is worker 1, and so on)."""
+
+    models: tuple[str, ...] = ()  # the models it runs (e.g. a small GPU: no SDXL); empty: every model
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Where GPU work runs: the bot's own GPU ("local"), or Ray actors on the GPUs of a Ray cluster ("ray")."""
+
+    backend: str = "local"
+    address: str = ""  # "auto" (a cluster of `ray start`), "ray://host:10001" (Ray Client), empty: start Ray here
+    workers: int = 1  # Ray actors, each one a GPU worker holding its own model
+    num_gpus: float = 1.0  # GPUs per actor (0: CPU actors, for tests; 0.5: two actors share a GPU)
+    num_cpus: float = 1.0  # CPUs per actor (its torch threads, tokenising, PNG encoding)
+    worker: tuple[ClusterWorkerConfig, ...] = ()  # [[cluster.worker]]: per-worker settings, in order
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ConfigError(f'[cluster] backend must be "local" or "ray", not {self.backend!r}')
+        if not isinstance(self.address, str):
+            raise ConfigError(f'[cluster] address must be "auto", "ray://host:port" or "", not {self.address!r}')
+        if type(self.workers) is not int or self.workers < 1:
+            raise ConfigError(f"[cluster] workers must be a whole number of at least 1, not {self.workers!r}")
+        for key in ("num_gpus", "num_cpus"):
+            value = getattr(self, key)
+            if type(value) not in (int, float) or value < 0:
+                raise ConfigError(f"[cluster] {key} must be a number of at least 0, not {value!r}")
+        if len(self.worker) > self.workers:
+            raise ConfigError(
+                f"[cluster] workers is {self.workers}, but there are {len(self.worker)} [[cluster.worker]] tables"
+            )
+
+    def worker_models(self) -> list[frozenset[str] | None]:
+        """The models each Ray worker runs, one entry per worker; None: every model."""
+        tables = [*self.worker, *[ClusterWorkerConfig()] * (self.workers - len(self.worker))]
+        return [frozenset(table.models) or None for table in tables]
 
 
 DEFAULT_MODELS = (
@@ -110,6 +176,8 @@ class Config:
     upscalers: tuple[UpscalerSpec, ...] = ()
     describe: DescribeConfig = field(default_factory=DescribeConfig)
     translation: TranslationConfig = field(default_factory=TranslationConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     @property
     def model_map(self) -> dict[str, ModelSpec]:
@@ -285,7 +353,8 @@ def load_config(path: Path | None) -> Config:
     sections = {"discord": DiscordConfig, "storage": StorageConfig, "generation": GenerationConfig, "limits": Limits}
     sections["describe"] = DescribeConfig
     sections["translation"] = TranslationConfig
-    unknown = set(raw) - set(sections) - {"models", "loras", "upscalers"}
+    sections["metrics"] = MetricsConfig
+    unknown = set(raw) - set(sections) - {"models", "loras", "upscalers", "cluster"}
     if unknown:
         raise ConfigError(f"{path} has unknown section(s): {', '.join(sorted(unknown))}")
     parts = {name: _section(cls, raw.get(name, {}), name, base) for name, cls in sections.items()}
@@ -301,17 +370,68 @@ def load_config(path: Path | None) -> Config:
     if caption_model.startswith("."):  # a local directory beside the config file
         parts["describe"] = DescribeConfig(model=str((base / caption_model).resolve()))
     upscalers = _upscalers(raw.get("upscalers", []), base, parts["generation"].default_upscaler)
+    if clash := sorted({u.name for u in upscalers} & {m.name for m in models}):
+        raise ConfigError(f"[[upscalers]] and [[models]] share the name(s) {', '.join(clash)}; rename one of each")
     parts["translation"] = _translation(parts["translation"], base)
-    config = Config(**parts, models=models, loras=loras, upscalers=upscalers)
+    cluster = _cluster(raw.get("cluster", {}), models)
+    config = Config(**parts, models=models, loras=loras, upscalers=upscalers, cluster=cluster)
     if config.generation.default_model not in config.model_map:
         raise ConfigError(
             f"[generation] default_model is {config.generation.default_model!r}, "
             f"but [[models]] only has: {', '.join(config.model_map)}"
         )
+    if (threads := config.generation.cpu_threads) < 0:
+        raise ConfigError(f"[generation] cpu_threads must be 0 (one per core but one) or more, not {threads}")
     if config.generation.max_loras < 0:
         raise ConfigError(f"[generation] max_loras must be 0 or more, not {config.generation.max_loras}")
     _check_training_limits(config.limits)
+    _check_metrics(config.metrics)
     return config
+
+
+def _cluster(data: dict[str, Any], models: tuple[ModelSpec, ...]) -> ClusterConfig:
+    """[cluster] and its [[cluster.worker]] tables; each worker's models must be configured, and each model run."""
+    data = dict(data)
+    tables = data.pop("worker", [])
+    if not isinstance(tables, list) or not all(isinstance(table, dict) for table in tables):
+        raise ConfigError("[cluster] worker must be written as [[cluster.worker]] tables, one per worker")
+    unknown = set(data) - {f.name for f in fields(ClusterConfig)}
+    if unknown:
+        raise ConfigError(f"[cluster] has unknown key(s): {', '.join(sorted(unknown))}")
+    names = [spec.name for spec in models]
+    workers = []
+    for index, table in enumerate(tables, 1):
+        unknown = set(table) - {f.name for f in fields(ClusterWorkerConfig)}
+        if unknown:
+            raise ConfigError(f"[[cluster.worker]] #{index} has unknown key(s): {', '.join(sorted(unknown))}")
+        listed = table.get("models", [])
+        if isinstance(listed, str) or not all(isinstance(name, str) for name in listed):
+            raise ConfigError(f'[[cluster.worker]] #{index} models must be a list of model names, such as ["sd15"]')
+        missing = [name for name in listed if name not in names]
+        if missing:
+            raise ConfigError(
+                f"[[cluster.worker]] #{index} models: {', '.join(missing)} not under [[models]] "
+                f"(there: {', '.join(names)})"
+            )
+        workers.append(ClusterWorkerConfig(models=tuple(listed)))
+    data.setdefault("workers", max(1, len(workers)))
+    cluster = ClusterConfig(**data, worker=tuple(workers))
+    served = cluster.worker_models()
+    if None not in served:
+        unserved = [name for name in names if not any(name in listed for listed in served if listed)]
+        if unserved:
+            raise ConfigError(
+                f"[[models]] {', '.join(unserved)}: no [[cluster.worker]] runs it; add it to a worker's models, or "
+                "leave one worker's models empty (that worker runs every model)"
+            )
+    return cluster
+
+
+def _check_metrics(metrics: MetricsConfig) -> None:
+    if type(metrics.port) is not int or not 0 <= metrics.port <= 65535:
+        raise ConfigError(f"[metrics] port must be a whole number from 1 to 65535 (0: off), not {metrics.port!r}")
+    if not isinstance(metrics.host, str) or not metrics.host.strip():
+        raise ConfigError(f"[metrics] host must be an address such as \"127.0.0.1\", not {metrics.host!r}")
 
 
 def _check_training_limits(limits: Limits) -> None:

@@ -2,7 +2,13 @@
 
 Everything needed to reach the user is in the job's stored `origin`, so delivery works the same after
 a restart. Progress edits are coalesced (latest wins) and spaced out per message; the final result is
-recorded as delivered once, after it was sent.
+recorded as delivered once, after it was sent. While Discord fails, the result is tried again with back-off
+(EventFollower._until_delivered); a channel that is gone is recorded as undeliverable.
+
+Nothing twice: a result edit that may have landed (a 5xx, an answer lost with the connection) is tried again
+as the same edit (repeating an edit changes nothing), and only after bot.retry.EDIT_TRIES tries posted anew; an
+edit that was refused (4xx) is posted anew at once. A post carries a nonce Discord enforces, so a post whose
+answer was lost and that is sent again returns the first message instead of making another.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from PIL import Image
 from bot import render
 from bot.following import EventFollower
 from bot.moderation.nsfw import screen
+from bot.retry import Backoff, EditTries, Verdict, verdict
 from generation.metadata import png_bytes, read_parameters
 from jobs.events import (
     Event,
@@ -33,6 +40,7 @@ from jobs.events import (
     JobProgress,
     JobQueued,
     JobStarted,
+    StorageFull,
 )
 from jobs.queue import Ticket
 from storage.records import JobRecord, JobStatus
@@ -71,6 +79,7 @@ class _Tracker:
     sending: bool = False
     failed_edits: int = 0
     message_gone: bool = False
+    storage_full: bool = False  # its images could not be stored: say so until it runs again
 
 
 class Delivery(EventFollower):
@@ -88,8 +97,9 @@ class Delivery(EventFollower):
         progress_view: ViewFactory,
         edit_interval: float = EDIT_INTERVAL,
         clock: Callable[[], float] = time.time,
+        backoff: Backoff | None = None,
     ) -> None:
-        super().__init__(client, store, bus, clock)
+        super().__init__(client, store, bus, clock, backoff=backoff)
         self.result_view = result_view
         self.progress_view = progress_view
         self.edit_interval = edit_interval
@@ -133,12 +143,16 @@ class Delivery(EventFollower):
         tracker = await self._tracker(event.job_id)
         if tracker is None:
             return
-        if isinstance(event, JobQueued):
-            if event.position == tracker.shown_position:
+        if isinstance(event, StorageFull):
+            tracker.storage_full = True
+            self._show(tracker, _Render(render.storage_full_text(tracker.job)))
+        elif isinstance(event, JobQueued):
+            if event.position == tracker.shown_position or tracker.storage_full:
                 return
             tracker.shown_position = event.position
             self._show(tracker, _Render(render.queued_text(tracker.job, event.position, event.eta_seconds)))
         elif isinstance(event, JobStarted):
+            tracker.storage_full = False
             total = int(tracker.job.params["steps"])
             self._show(tracker, _Render(render.progress_text(tracker.job, 0, total)))
         elif isinstance(event, JobProgress):
@@ -216,16 +230,29 @@ class Delivery(EventFollower):
             job = await self.store.get_job(job_id)
             if job is None or job.delivered_at is not None or not (job.origin or {}).get("kind"):
                 return
-            gone = tracker.message_gone if tracker else False
-            where = await self._send_final(job, message_gone=gone)
-            if job.status in (JobStatus.DONE, JobStatus.FAILED):
-                await self.store.mark_delivered(job_id, where)
+            if job.status is JobStatus.DONE and (job.origin or {}).get("creative"):
+                return  # Upscale (Creative)'s first step: bot.creative queues its img2img pass, shown in its place
+            tries = EditTries(gone=tracker.message_gone if tracker else False)
+            why = await self._until_delivered(
+                lambda: self._deliver(job_id, tries), what=f"job {job_id}", guild_id=job.guild_id
+            )
+            if why is not None and job.status in (JobStatus.DONE, JobStatus.FAILED):
+                await self.store.mark_delivered(job_id, why)  # never tried again, and /history says so
         except Exception:
             log.exception("delivery: could not deliver job %d; it stays undelivered for the next start", job_id)
         finally:
             self._finishing.discard(job_id)
 
-    async def _send_final(self, job: JobRecord, *, message_gone: bool) -> str:
+    async def _deliver(self, job_id: int, tries: EditTries) -> None:
+        """One attempt at the final message, recorded as delivered once it went out."""
+        job = await self.store.get_job(job_id)  # again each time: deleted or delivered meanwhile is nothing to do
+        if job is None or job.delivered_at is not None:
+            return
+        where = await self._send_final(job, tries)
+        if job.status in (JobStatus.DONE, JobStatus.FAILED):
+            await self.store.mark_delivered(job_id, where)
+
+    async def _send_final(self, job: JobRecord, tries: EditTries) -> str:
         origin = job.origin or {}
         limit = int(origin.get("upload_limit") or DEFAULT_UPLOAD_LIMIT)
         data, spoiler, view = None, False, None
@@ -250,17 +277,22 @@ class Delivery(EventFollower):
             payload, suffix = data
             return [discord.File(io.BytesIO(payload), filename=f"imagine-{job.id}.{suffix}", spoiler=spoiler)]
 
-        if not message_gone and self._can_edit(origin):
+        if not tries.gone and self._can_edit(origin):
             try:
                 await self._edit(job, content=text, attachments=files(), view=view)
                 return f"edit:{origin.get('message_id') or '@original'}"
-            except (discord.HTTPException, TokenExpired) as exc:
+            except Exception as exc:
+                if not isinstance(exc, discord.HTTPException | TokenExpired) and verdict(exc) is not Verdict.RETRY:
+                    raise  # not Discord's doing
+                if tries.failed_in_passing(exc):
+                    raise  # it may have landed: the same edit again later, rather than a second copy now
                 log.info("delivery: editing the message of job %d failed (%s); posting anew", job.id, exc)
         message = await self._channel(origin).send(
             content=text_pinging,
             files=files(),
             view=view or discord.utils.MISSING,
             allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=[discord.Object(job.user_id)]),
+            nonce=_nonce(job),
         )
         return f"channel:{message.id}"
 
@@ -312,3 +344,9 @@ def _result_png(paths: list[Path | None], limit: int) -> tuple[bytes, str] | Non
 
 def _with_origin(job: JobRecord, origin: dict[str, Any]) -> JobRecord:
     return replace(job, origin=origin)
+
+
+def _nonce(job: JobRecord) -> str:
+    """The post's nonce (Discord allows 25 characters): the same on every attempt, and unlike a later database's
+    job of the same number."""
+    return f"job{job.id}.{int(job.created_at.timestamp())}"

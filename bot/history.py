@@ -13,6 +13,7 @@ from discord.ext import commands
 from bot import render
 from bot.answers import answer_error, answer_unexpected, is_moderator, may_manage
 from bot.render import NO_MENTIONS
+from bot.retry import CHANNEL_GONE, SERVER_LEFT, UNDELIVERABLE
 from storage.records import JobRecord, JobStatus
 from storage.store import Store
 
@@ -31,12 +32,18 @@ STATUS_ICONS = {
     JobStatus.CANCELLED: "🚫",
 }
 MODERATORS_ONLY = "Only moderators (Manage Server or Manage Messages) can see someone else's history."
+UNDELIVERABLE_TEXT = {
+    CHANNEL_GONE: "could not be delivered: the channel is gone",
+    SERVER_LEFT: "could not be delivered: the bot was removed from that server",
+}
 
 
 def message_link(job: JobRecord) -> str | None:
     """A link to the message that shows the job's result, when we know which one it is."""
     origin = job.origin or {}
     where = job.delivered_where or ""
+    if where.startswith(UNDELIVERABLE):
+        return None  # it never reached a message
     # A result posted anew (the original could not be edited) lives in that new message.
     message_id = where.removeprefix("channel:") if where.startswith("channel:") else origin.get("message_id")
     channel_id = origin.get("channel_id") or job.channel_id
@@ -56,7 +63,10 @@ def history_line(job: JobRecord) -> str:
         render.safe_text(job.model, 40),
     ]
     link = message_link(job)
-    if link:
+    where = job.delivered_where or ""
+    if where.startswith(UNDELIVERABLE):
+        parts.append(UNDELIVERABLE_TEXT.get(where, "could not be delivered"))
+    elif link:
         parts.append(f"[{'result' if job.status is JobStatus.DONE else 'message'}]({link})")
     return " · ".join(parts)
 

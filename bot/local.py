@@ -17,6 +17,7 @@ from generation.families.dalle_layout import detect_kind as dalle_kind
 from generation.loras import parse_weight
 from generation.request import GenerationRequest
 from generation.specs import KIND_DEFAULTS, LORA_KINDS, SINGLE_FILE_SUFFIXES, LoraSpec, ModelSpec
+from storage.lock import DatabaseInUse, DatabaseLock
 
 if TYPE_CHECKING:
     from generation.catalog import Catalog
@@ -199,7 +200,12 @@ def generate(args: argparse.Namespace, config: Config) -> int:
         request = make_request(spec, asked.options(image, mask), loras=known)
         catalog = Catalog([spec], spec.name, loras=known, max_loras=config.generation.max_loras)
         catalog.check(request)  # before the model loads: an unknown LoRA is refused at once
-        return asyncio.run(_generate(args, config, spec, request, catalog))
+        # Locked as the bot is: a bot started meanwhile would take this job for a crash's leftover and run it too.
+        with DatabaseLock.acquire(config.storage.path, "generate"):
+            return asyncio.run(_generate(args, config, spec, request, catalog))
+    except DatabaseInUse as exc:
+        print(f"imagine-bot: {exc.message('[storage] path')}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"imagine-bot: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
         return 2

@@ -18,7 +18,7 @@ from bot.local import free_path
 from generation.atomic import write_atomic
 from generation.errors import InvalidRequest, ModelUnavailable, UserFacingError
 from generation.images import decode_image, to_rgb
-from generation.metadata import png_bytes, read_parameters, upscale_parameters
+from generation.metadata import own_prompt, png_bytes, read_parameters, upscale_parameters
 from generation.request import MAX_SEED, MAX_SIDE
 from generation.specs import SPANDREL_SUFFIXES, ModelSpec, UpscalerSpec
 
@@ -77,20 +77,6 @@ def upscaler_for_cli(config: Config, name: str | None) -> UpscalerSpec:
         f"Upscaler '{name}' is neither a configured upscaler ({configured}) nor a network file "
         f"({', '.join(SPANDREL_SUFFIXES)}) nor an SD x4 upscaler directory (with model_index.json)."
     )
-
-
-def own_prompt(parameters: str | None) -> tuple[str, str]:
-    """The prompt and negative prompt in A1111 `parameters` text ("" when there are none)."""
-    lines = (parameters or "").strip().split("\n")
-    if "Steps: " not in lines[-1]:  # not a generated picture's (the fields line comes last)
-        return "", ""
-    prompt, negative = [], []
-    for line in lines[:-1]:
-        if line.startswith("Negative prompt: ") or negative:
-            negative.append(line.removeprefix("Negative prompt: "))
-        else:
-            prompt.append(line)
-    return "\n".join(prompt), "\n".join(negative)
 
 
 def upscale(args: argparse.Namespace, config: Config, quiet_libraries: Callable[[], None]) -> int:

@@ -61,6 +61,10 @@ def result_text(job: JobRecord, seeds: list[int], mention: bool) -> str:
     """Shown with the finished images."""
     params = job.params
     who = f"<@{job.user_id}> · " if mention else ""
+    if upscale := params.get("upscale"):  # the upscaler's name, the factor and the picture's new size
+        scale = upscale["scale"]
+        size = f"{upscale['width'] * scale}x{upscale['height'] * scale}"
+        return f"{headline(job)}\n{who}upscaled {scale}x to {size} · {safe_text(job.model, 60)}"
     seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}–{seeds[-1]}"
     mode = "" if job.mode.value == "txt2img" else f" · {job.mode.value} (strength {params['strength']:g})"
     return (
@@ -84,6 +88,14 @@ def failed_text(job: JobRecord, error: str, mention: bool) -> str:
     """Shown when the job failed."""
     who = f"<@{job.user_id}> " if mention else ""
     return f"{headline(job)}\n⚠️ {who}{error}"
+
+
+def storage_full_text(job: JobRecord) -> str:
+    """Shown while the job waits for room on the bot's disk to store its images."""
+    return (
+        f"{headline(job)}\n💾 The bot's storage is full, so your images could not be saved yet. "
+        "Your job is kept and will continue once its operator frees some space."
+    )
 
 
 def cancelled_text(job: JobRecord) -> str:

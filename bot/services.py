@@ -10,6 +10,7 @@ from bot.config import Config
 from generation.captioning import Captioner
 from generation.catalog import Catalog
 from jobs.queue import JobQueue
+from jobs.worker import Worker
 from storage.store import Store
 
 
@@ -25,6 +26,7 @@ class Services:
     # Short GPU work outside the queue (a caption for /describe) on the worker's GPU thread, between batches.
     run_on_gpu: Callable[..., Awaitable[Any]] | None = None
     captioner: Captioner | None = None  # /describe's model ([describe] model); None: /describe is not set up
+    workers: tuple[Worker, ...] = ()  # the GPU workers, read by /imagine-admin show and the metrics
 
     def safety_checks(self, model: str) -> bool:
         """Whether a safety checker flags this model's images (from the engine, else from the config)."""

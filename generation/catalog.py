@@ -15,15 +15,26 @@ from generation.families.kandinsky import Kandinsky
 from generation.families.karlo import Karlo
 from generation.families.sd3 import StableDiffusion3
 from generation.families.stable_diffusion import StableDiffusion
+from generation.families.upscaling import DiffusionUpscaling, NetworkUpscaling
 from generation.loras import closest, shown
 from generation.request import GenerationRequest
-from generation.specs import LoraSpec, ModelSpec
+from generation.specs import LoraSpec, ModelSpec, UpscalerSpec
 
 DEFAULT_MAX_LORAS = 3
 
 FAMILIES: dict[str, type[Family]] = {
     kind: family
-    for family in (StableDiffusion, DeepFloydIF, Flux, StableDiffusion3, DalleMini, Kandinsky, Karlo)
+    for family in (
+        StableDiffusion,
+        DeepFloydIF,
+        Flux,
+        StableDiffusion3,
+        DalleMini,
+        Kandinsky,
+        Karlo,
+        NetworkUpscaling,  # [[upscalers]]: jobs on an upscaler's name (the Upscale buttons, /upscale)
+        DiffusionUpscaling,
+    )
     for kind in family.kinds
 }
 
@@ -51,6 +62,8 @@ class Catalog:
         *,
         loras: Iterable[LoraSpec] | Mapping[str, LoraSpec] = (),
         max_loras: int = DEFAULT_MAX_LORAS,
+        upscalers: Iterable[UpscalerSpec] = (),
+        default_upscaler: str | None = None,
     ) -> None:
         specs = models.values() if isinstance(models, Mapping) else models
         self.models: dict[str, ModelSpec] = {spec.name: spec for spec in specs}
@@ -62,6 +75,12 @@ class Catalog:
         # listed here (each belongs to its owner, and to a server if shared; the bot decides who sees which).
         self.trained: dict[str, LoraSpec] = {}
         self.max_loras = max_loras
+        # Upscalers run as models of their own kind (generation.families.upscaling) but are never picked to draw.
+        self.upscalers: dict[str, UpscalerSpec] = {spec.name: spec for spec in upscalers}
+        clash = sorted(self.upscalers.keys() & self.models.keys())
+        if clash:
+            raise ValueError(f"[[upscalers]] and [[models]] both use the name(s) {', '.join(clash)}: rename one")
+        self.default_upscaler = default_upscaler or next(iter(self.upscalers), None)
 
     @property
     def all_loras(self) -> Mapping[str, LoraSpec]:
@@ -88,6 +107,11 @@ class Catalog:
     def spec(self, name: str | None) -> ModelSpec:
         """A model by name (the default when None), or a refusal listing the choices."""
         name = name or self.default
+        if name in self.upscalers:
+            raise InvalidRequest(
+                f"'{name}' is an upscaler, not a model that draws: use it with /upscale or a picture's Upscale "
+                f"buttons. Choose a model: {', '.join(self.names)}."
+            )
         if name in self.broken:
             raise InvalidRequest(f"The model '{name}' is not available right now: {self.broken[name]}")
         if name not in self.models:
@@ -95,8 +119,28 @@ class Catalog:
         return self.models[name]
 
     def family(self, name: str) -> type[Family]:
-        """The family of a configured model."""
-        return family_for(self.spec(name).kind)
+        """The family of a configured model or upscaler."""
+        return family_for(self._runnable(name).kind)
+
+    def _runnable(self, name: str) -> ModelSpec:
+        """What a job's model name runs: a model, or an upscaler as a model."""
+        if name in self.upscalers:
+            return self.upscalers[name].as_model()
+        return self.spec(name)
+
+    @property
+    def upscaler_models(self) -> dict[str, ModelSpec]:
+        """The upscalers as the engine runs them, by name."""
+        return {name: spec.as_model() for name, spec in self.upscalers.items()}
+
+    def upscaler(self, name: str | None = None) -> UpscalerSpec:
+        """An upscaler by name (the default when None), or a refusal naming the choices."""
+        if not self.upscalers:
+            raise InvalidRequest("No upscaler is set up on this bot: its operator has not configured [[upscalers]].")
+        name = name or self.default_upscaler
+        if name not in self.upscalers:
+            raise InvalidRequest(f"There is no upscaler called '{name}'. Choose one of: {', '.join(self.upscalers)}.")
+        return self.upscalers[name]
 
     def loras_for(self, name: str | None) -> list[LoraSpec]:
         """The LoRAs that fit a model (the default when None), for autocomplete; none for an unknown model."""
@@ -107,7 +151,7 @@ class Catalog:
 
     def check(self, request: GenerationRequest) -> None:
         """Refuse what the request's model cannot do, naming the model and what it can do."""
-        spec = self.spec(request.model)
+        spec = self._runnable(request.model)
         family_for(spec.kind).check(spec, request)
         self._check_loras(spec, request)
 
@@ -137,10 +181,14 @@ class Catalog:
 
     def batch_key(self, request: GenerationRequest) -> tuple[Any, ...]:
         """Which requests may share one call, for the request's model's family."""
-        spec = self.models.get(request.model)
+        spec = self._known(request.model)
         return family_for(spec.kind).batch_key(request) if spec else request.batch_key
 
     def cost(self, request: GenerationRequest) -> int:
         """GPU work of a request for its model's family (the fair queue's unit)."""
-        spec = self.models.get(request.model)
+        spec = self._known(request.model)
         return family_for(spec.kind).cost(spec, request) if spec else request.cost
+
+    def _known(self, name: str) -> ModelSpec | None:
+        upscaler = self.upscalers.get(name)
+        return upscaler.as_model() if upscaler else self.models.get(name)

@@ -59,6 +59,7 @@ class Engine:
         self._checkers: dict[str, SafetyChecker] = dict(safety_checkers or {})
         self._resident: Family | None = None
         self.load_seconds: float | None = None  # how long the last model load took (the worker's affinity)
+        self.loads = 0  # models loaded so far (metrics: reloads are the cost model affinity avoids)
 
     def spec(self, name: str) -> ModelSpec:
         """The spec of a configured model, or a refusal listing the models there are."""
@@ -99,6 +100,7 @@ class Engine:
         started = time.perf_counter()
         self._resident = family_for(spec.kind)(spec, self.device, self.dtype)
         self.load_seconds = time.perf_counter() - started
+        self.loads += 1
         return self._resident
 
     def training_pipeline(self, name: str) -> DiffusionPipeline:

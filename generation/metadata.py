@@ -41,6 +41,9 @@ def parameters_text(
     (`Original prompt: "…"`, as A1111 quotes values holding commas), with `Translated from: French`.
     """
     width, height = size or (request.width, request.height)
+    if request.upscale is not None:  # the picture's own parameters at its new size (generation.families.upscaling)
+        upscale = request.upscale
+        return upscale_parameters(upscale.parameters or None, model or request.model, upscale.scale, (width, height))
     lines = [_clean(request.prompt)]
     if request.negative_prompt:
         lines.append(f"Negative prompt: {_clean(request.negative_prompt)}")
@@ -86,6 +89,20 @@ def read_parameters(data: bytes) -> str | None:
     """The `parameters` text of a PNG, if it has one."""
     with Image.open(io.BytesIO(data)) as image:
         return image.info.get("parameters")
+
+
+def own_prompt(parameters: str | None) -> tuple[str, str]:
+    """The prompt and negative prompt in A1111 `parameters` text ("" when there are none)."""
+    lines = (parameters or "").strip().split("\n")
+    if "Steps: " not in lines[-1]:  # not a generated picture's (the fields line comes last)
+        return "", ""
+    prompt, negative = [], []
+    for line in lines[:-1]:
+        if line.startswith("Negative prompt: ") or negative:
+            negative.append(line.removeprefix("Negative prompt: "))
+        else:
+            prompt.append(line)
+    return "\n".join(prompt), "\n".join(negative)
 
 
 _SIZE_FIELD = re.compile(r"(^|, )Size: \d+x\d+")  # the field, not e.g. `Hires size`

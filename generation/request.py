@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 import unicodedata
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -40,6 +40,25 @@ def without_control_chars(text: str) -> str:
     return "".join(c for c in text if c not in _BIDI_CONTROLS and (c.isspace() or unicodedata.category(c) != "Cc"))
 
 
+@dataclass(frozen=True)
+class Upscale:
+    """What makes a request an upscale (generation.families.upscaling): how many times larger, and the picture.
+
+    The request's size is the picture's own grown to the size rules (sides multiples of 8, at least 64): the init
+    image holds the picture at its top left, the family upscales just the `width` x `height` of it, so the result
+    is exactly `scale` times the picture. `parameters` are the picture's own A1111 text, kept in the result's.
+    """
+
+    scale: int
+    width: int
+    height: int
+    parameters: str = ""
+
+
+MAX_UPSCALE = 16
+MAX_UPSCALE_PARAMETERS = 20_000
+
+
 def random_seed() -> int:
     """A fresh seed in the range users can type back in."""
     return secrets.randbelow(MAX_SEED + 1)
@@ -68,6 +87,7 @@ class GenerationRequest:
     loras: tuple[tuple[str, float], ...] = ()
     # Inpainting only: the picture's own pixels back where the mask is black (Zoom Out, Pan), as A1111 overlays.
     keep_unmasked: bool = False
+    upscale: Upscale | None = None  # an upscale of the init image, on an upscaler (see Upscale)
     init_image: Image.Image | None = field(default=None, compare=False, repr=False)
     mask: Image.Image | None = field(default=None, compare=False, repr=False)
 
@@ -77,6 +97,8 @@ class GenerationRequest:
         object.__setattr__(self, "negative_prompt", without_control_chars(self.negative_prompt or "").strip())
         # Stored as JSON lists; sorted so the same LoRAs in any order batch together and compare equal.
         object.__setattr__(self, "loras", tuple(sorted((str(n).strip(), float(w)) for n, w in self.loras or ())))
+        if isinstance(self.upscale, dict):  # from params() stored as JSON
+            object.__setattr__(self, "upscale", Upscale(**self.upscale))
         self._validate()
 
     def _validate(self) -> None:
@@ -102,6 +124,26 @@ class GenerationRequest:
             raise InvalidRequest(f"Strength must be above 0 and at most 1, not {self.strength:g}.")
         self._validate_loras()
         self._validate_images()
+        self._validate_upscale()
+
+    def _validate_upscale(self) -> None:
+        upscale = self.upscale
+        if upscale is None:
+            return
+        if self.mode is not Mode.IMG2IMG or self.count != 1:
+            raise InvalidRequest("An upscale takes one picture to start from (img2img) and makes one.")
+        if not 1 <= upscale.scale <= MAX_UPSCALE:
+            raise InvalidRequest(f"An upscale enlarges 1 to {MAX_UPSCALE} times, not {upscale.scale}.")
+        if not (0 < upscale.width <= self.width and 0 < upscale.height <= self.height):
+            raise InvalidRequest(
+                f"The picture to upscale is {upscale.width}x{upscale.height}, which does not fit the request's "
+                f"{self.width}x{self.height}."
+            )
+        if len(upscale.parameters) > MAX_UPSCALE_PARAMETERS:
+            raise InvalidRequest(
+                f"The picture's parameters are {len(upscale.parameters)} characters long; "
+                f"the limit is {MAX_UPSCALE_PARAMETERS}."
+            )
 
     def _validate_loras(self) -> None:
         names = [name for name, _ in self.loras]
@@ -180,6 +222,7 @@ class GenerationRequest:
             "sampler": self.sampler,
             "loras": [[name, weight] for name, weight in self.loras],
             **({"keep_unmasked": True} if self.keep_unmasked else {}),  # old jobs' params stay as they were
+            **({"upscale": asdict(self.upscale)} if self.upscale else {}),
         }
 
     @classmethod

@@ -121,3 +121,23 @@ class UpscalerSpec:
     def tile_size(self) -> int:
         """Input pixels per tile side."""
         return self.tile or DEFAULT_TILE[self.kind]
+
+    def as_model(self) -> UpscalerModel:
+        """The upscaler as the engine and the queue run it: a model of its kind (generation.families.upscaling)."""
+        return UpscalerModel(
+            name=self.name,
+            source=self.source,
+            kind=self.kind,  # type: ignore[arg-type]  # an upscaler kind, served by the upscaling family
+            steps=1,  # its own sampling settings are in `upscaler`; a request counts one pass
+            guidance=self.guidance,
+            description=self.description,
+            translate=False,  # the prompt steers sd-x4 a little; pictures' prompts were translated when made
+            upscaler=self,
+        )
+
+
+@dataclass(frozen=True)
+class UpscalerModel(ModelSpec):
+    """An upscaler as a model (kind "spandrel" or "sd-x4"), its own settings in `upscaler`; never a [[models]] entry."""
+
+    upscaler: UpscalerSpec | None = None

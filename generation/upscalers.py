@@ -118,7 +118,7 @@ class Upscaler(ABC):
         rgb = image.convert("RGB")
         padded = _padded(rgb, self.multiple)
         tiles = plan(padded.width, padded.height, self.tile, self.spec.overlap)
-        progress = _Progress(len(tiles) * self._units_per_tile(), on_progress, should_cancel)
+        progress = _Progress(self.units(rgb.width, rgb.height), on_progress, should_cancel)
         canvas = Canvas(padded.width, padded.height, self.scale, self.spec.overlap)
         try:
             state = self._begin(padded, prompt=prompt, negative_prompt=negative_prompt, seed=seed)
@@ -136,6 +136,11 @@ class Upscaler(ABC):
         if target != self.scale:
             result = result.resize((rgb.width * target, rgb.height * target), Image.Resampling.LANCZOS)
         return result
+
+    def units(self, width: int, height: int) -> int:
+        """Progress units of upscaling a width x height picture: its tiles (sd-x4: tiles x denoising steps)."""
+        padded_width, padded_height = (-(-side // self.multiple) * self.multiple for side in (width, height))
+        return len(plan(padded_width, padded_height, self.tile, self.spec.overlap)) * self._units_per_tile()
 
     def _units_per_tile(self) -> int:
         return 1

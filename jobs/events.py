@@ -61,6 +61,12 @@ class JobCancelled(JobEvent):
     """The job was cancelled before it finished."""
 
 
+@dataclass(frozen=True)
+class StorageFull(JobEvent):
+    """The job's images could not be stored (the disk is full): it is back in the queue and runs again once
+    the worker finds room; not a final event."""
+
+
 FINAL_EVENTS = (JobDone, JobFailed, JobCancelled)
 
 

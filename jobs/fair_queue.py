@@ -155,13 +155,9 @@ class FairQueue:
         """
         if max_images < 1:
             raise ValueError(f"max_images must be at least 1, not {max_images}")
-        tagged = self._iter_tagged()
-        fair = next(tagged, None)
-        if fair is None:
+        first = self.first_pick(prefer, window)
+        if first is None:
             return []
-        fair_tag, _, first = fair
-        if prefer is not None:
-            first = self._preferred(tagged, fair_tag, prefer, window, int(prefer(first))) or first
         batch = [first]
         room = max_images - first.images
         unseen = self._key_counts[first.batch_key] - 1
@@ -181,6 +177,17 @@ class FairQueue:
         for job in batch:
             self._charge(job)
         return batch
+
+    def first_pick(self, prefer: Callable[[QueuedJob], int] | None = None, window: float = 0.0) -> QueuedJob | None:
+        """The job pop_batch(…, prefer, window) would start its batch with; changes nothing. None when empty."""
+        tagged = self._iter_tagged()
+        fair = next(tagged, None)
+        if fair is None:
+            return None
+        fair_tag, _, first = fair
+        if prefer is not None:
+            first = self._preferred(tagged, fair_tag, prefer, window, int(prefer(first))) or first
+        return first
 
     def _preferred(
         self,

@@ -9,19 +9,28 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from generation.catalog import Catalog
+from generation.errors import InvalidRequest
 from generation.request import GenerationRequest
 from jobs.events import EventBus, JobCancelled, JobQueued, TrainingCancelled
 from jobs.fair_queue import FairQueue, QueuedJob, ThroughputMeter, eta_seconds
-from jobs.limits import LimitExceeded, Limits, check_request
+from jobs.limits import LimitExceeded, Limits, check_request, check_upscale
 from jobs.training import DEFAULT_CHUNK, training_job
 from storage.records import JobRecord, TrainingRecord
 from storage.store import Store
 
 log = logging.getLogger(__name__)
+
+TRAINING_NEEDS_LOCAL = (
+    "LoRA training is not available on this bot: its images are made on a cluster of GPU workers (the "
+    'operator\'s `[cluster] backend = "ray"`), and training needs the bot\'s own GPU (`backend = "local"`). '
+    "/imagine works as usual."
+)
 
 
 @dataclass(frozen=True)
@@ -41,6 +50,28 @@ class Ticket:
     job: JobRecord
     position: int
     eta_seconds: float | None
+
+
+@dataclass(eq=False)
+class _Waiter:
+    """A worker waiting in next_batch, with what its GPU holds and which models it may run."""
+
+    max_images: int
+    resident: str | None
+    window: float
+    adapters: frozenset[str]
+    serves: frozenset[str] | None  # None: every model
+    future: asyncio.Future[list[QueuedJob]]
+
+    def affinity(self, job: QueuedJob) -> int:
+        """2: the job's model and LoRAs are loaded here already; 1: its model is; 0: neither."""
+        if self.resident is None or job.model != self.resident:
+            return 0
+        return 2 if job.adapters <= self.adapters else 1
+
+    def can_run(self, job: QueuedJob) -> bool:
+        """Whether this worker serves the job's model ([[cluster.worker]] models)."""
+        return self.serves is None or job.model in self.serves
 
 
 def queued_job(job: JobRecord, request: GenerationRequest, catalog: Catalog | None = None) -> QueuedJob:
@@ -69,8 +100,13 @@ class JobQueue:
         *,
         catalog: Catalog | None = None,
         training_chunk: int = DEFAULT_CHUNK,
+        trainings: bool = True,
+        workers: int = 1,
     ) -> None:
         self.store = store
+        # False when the GPU workers are Ray actors: a training needs the bot's own GPU (jobs.training).
+        self.trainings = trainings
+        self.workers = workers  # GPU workers taking batches at once: ETAs divide the work ahead among them
         self.training_chunk = training_chunk  # training steps per turn on the GPU
         # The models and their families: refuses what a model cannot do, and costs jobs per family.
         self.catalog = catalog
@@ -78,7 +114,8 @@ class JobQueue:
         self.meter = ThroughputMeter()
         self._fair = FairQueue()
         self._limits = limits
-        self._work = asyncio.Event()
+        self._waiters: list[_Waiter] = []  # workers in next_batch, in the order they came
+        self._dispatch_soon = False
         self._admission = asyncio.Lock()
         self.cancelled_running: set[int] = set()  # the worker stops these at the next step
 
@@ -91,8 +128,13 @@ class JobQueue:
         if requeued or failed:
             log.warning("after restart: %d interrupted job(s) re-queued, %d given up", len(requeued), len(failed))
         resumed, abandoned = await self.store.requeue_interrupted_trainings(max_attempts)
-        for training in await self.store.queued_trainings():
+        waiting = await self.store.queued_trainings()
+        for training in waiting if self.trainings else ():
             self.push_training(training)
+        if waiting and not self.trainings:
+            log.warning(
+                '%d training(s) stay queued in the database until the bot runs with backend = "local"', len(waiting)
+            )
         if resumed or abandoned:
             log.warning("after restart: %d training(s) resume, %d given up", len(resumed), len(abandoned))
         self._changed()
@@ -100,11 +142,17 @@ class JobQueue:
 
     def push_training(self, training: TrainingRecord) -> int:
         """Queue a training's next chunk (a stored, queued or running training); returns its position."""
+        self.check_trainings()
         job = training_job(training, self.training_chunk)
         if job.job_id not in self._fair:
             self._fair.push(job)
         self._changed()
         return self._fair.position(job.job_id) or 1
+
+    def check_trainings(self) -> None:
+        """Refuse a LoRA training where the GPU workers cannot run one (Ray actors), saying why."""
+        if not self.trainings:
+            raise InvalidRequest(TRAINING_NEEDS_LOCAL)
 
     async def cancel_training(self, training_id: int) -> bool:
         """Cancel a queued or running training; True if it was still active. Permission checks are the caller's."""
@@ -155,6 +203,8 @@ class JobQueue:
 
     async def _check_limits(self, request: GenerationRequest, requester: Requester, limits: Limits) -> None:
         check_request(request, limits)
+        if request.upscale is not None:  # the result, `scale` times the picture, within max_upscaled_pixels
+            check_upscale(request.upscale.width, request.upscale.height, request.upscale.scale, limits)
         pending = await self.store.count_pending(requester.user_id)
         if pending >= limits.max_queued_per_user:
             raise LimitExceeded(
@@ -200,25 +250,72 @@ class JobQueue:
         resident: str | None = None,
         window: float = 0.0,
         adapters: frozenset[str] = frozenset(),
+        serves: frozenset[str] | None = None,
     ) -> list[QueuedJob]:
         """Wait for work, then take a fair batch, up to max_images images.
 
         With `resident`, a job on that model may start first when it is due within `window` pixel-steps
         of the fair pick (FairQueue's model affinity), so mixed traffic does not reload on every batch;
         among those, one whose LoRAs are all in `adapters` (loaded already) before one that must load some.
+        With several workers waiting, work goes first to the one holding its model (see `_dispatch`); with
+        `serves`, this worker only gets jobs on those models.
         """
-        while not self._fair:
-            self._work.clear()
-            await self._work.wait()
-        prefer = None
-        if resident:
+        waiter = _Waiter(max_images, resident, window, adapters, serves, asyncio.get_running_loop().create_future())
+        self._waiters.append(waiter)
+        self._dispatch()
+        try:
+            return await waiter.future
+        except asyncio.CancelledError:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+            if waiter.future.done() and not waiter.future.cancelled():
+                self.requeue(waiter.future.result())  # handed a batch just as its worker stopped
+            raise
 
-            def prefer(job: QueuedJob) -> int:
-                return 0 if job.model != resident else 2 if job.adapters <= adapters else 1
+    def _dispatch(self) -> None:
+        """Hand batches to waiting workers while there is work one of them can run.
 
-        batch = self._fair.pop_batch(max_images, prefer, window)
-        self._changed()
-        return batch
+        Each batch is a FairQueue pick with the chosen worker's own preference, so the fairness bound holds
+        whichever worker takes it. The worker chosen is one that holds the model (and LoRAs) of the job it would
+        take; among equals, one holding no model, then the one whose model the fewest queued jobs need, then the
+        one that waited longest. So a batch goes to a free worker that has its model when there is one.
+        """
+        served = False
+        while self._fair:
+            self._waiters = [waiter for waiter in self._waiters if not waiter.future.done()]
+            if not self._waiters:
+                break
+            head = self._fair.first_pick()
+            assert head is not None
+            demand: Counter[str | None] | None = None
+            best: tuple[tuple[int, bool, int], _Waiter, Callable[[QueuedJob], int] | None, float] | None = None
+            for waiter in self._waiters:
+                prefer, window = self._plan(waiter, head)
+                pick = self._fair.first_pick(prefer, window)
+                if pick is None or not waiter.can_run(pick):
+                    continue  # nothing queued is for this worker's models
+                affinity = waiter.affinity(pick)
+                if affinity == 0 and waiter.resident is not None and demand is None:
+                    demand = Counter(job.model for job in self._fair.iter_order())
+                score = (affinity, waiter.resident is None, -(demand or {}).get(waiter.resident, 0))
+                if best is None or score > best[0]:
+                    best = (score, waiter, prefer, window)
+            if best is None:
+                break
+            _, waiter, prefer, window = best
+            self._waiters.remove(waiter)
+            waiter.future.set_result(self._fair.pop_batch(waiter.max_images, prefer, window))
+            served = True
+        if served:
+            self._publish_positions()
+
+    @staticmethod
+    def _plan(waiter: _Waiter, head: QueuedJob) -> tuple[Callable[[QueuedJob], int] | None, float]:
+        """The preference and window a worker pops with: its affinity when it can run the fair pick, else the
+        earliest job it can run (the fair pick waits for a worker serving its model)."""
+        if waiter.can_run(head):
+            return (waiter.affinity if waiter.resident else None), waiter.window
+        return (lambda job: int(waiter.can_run(job))), math.inf
 
     def position(self, job_id: int) -> int | None:
         """1 = next; None when the job is not waiting."""
@@ -226,7 +323,8 @@ class JobQueue:
 
     def eta(self, job_id: int) -> float | None:
         """Seconds until the job should be done, from measured throughput; None before any measurement."""
-        return eta_seconds(self._fair, job_id, self.meter)
+        eta = eta_seconds(self._fair, job_id, self.meter)
+        return eta / self.workers if eta is not None else None
 
     def waiting(self, user_id: int | None = None) -> list[QueuedJob]:
         """Queued image jobs in the order they will run, optionally one user's only."""
@@ -236,9 +334,18 @@ class JobQueue:
         return len(self._fair)
 
     def _changed(self) -> None:
-        if self._fair:
-            self._work.set()
-        rate = self.meter.rate
+        if self._fair and self._waiters and not self._dispatch_soon:
+            # Soon, not now: whoever changed the queue (a submit) first reads the new job's place and ETA.
+            self._dispatch_soon = True
+            asyncio.get_running_loop().call_soon(self._dispatch_later)
+        self._publish_positions()
+
+    def _dispatch_later(self) -> None:
+        self._dispatch_soon = False
+        self._dispatch()
+
+    def _publish_positions(self) -> None:
+        rate = self.meter.rate * self.workers if self.meter.rate else None
         ahead = 0.0
         for position, job in enumerate(self._fair.iter_order(), start=1):
             ahead += job.cost

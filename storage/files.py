@@ -14,6 +14,9 @@ from PIL import Image
 
 from generation.atomic import write_atomic
 
+PROBE_NAME = ".room-check"  # never a stored name: those are inputs/… and jobs/…
+PROBE_BYTES = 64 * 1024
+
 
 @dataclass(frozen=True)
 class WrittenFile:
@@ -57,6 +60,11 @@ class ImageFiles:
         relative = f"jobs/{int(job_id)}/{int(idx)}-{digest[:8]}.png"
         self._write_atomic(relative, data)
         return WrittenFile(relative, digest, len(data))
+
+    def probe(self) -> None:
+        """Write and remove a small file the way images are written: raises what an image write would (ENOSPC)."""
+        self._write_atomic(PROBE_NAME, bytes(PROBE_BYTES))
+        self.absolute(PROBE_NAME).unlink(missing_ok=True)
 
     def load(self, relative: str) -> Image.Image:
         """Read a stored image fully into memory, so no file handle stays open."""

@@ -31,6 +31,7 @@ from storage.records import (
     image_from_row,
     job_from_row,
 )
+from storage.space import MIN_FREE_BYTES, free_bytes_below, is_storage_full, refuse_when_full
 from storage.trainings import Trainings
 
 _ACTIVE = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
@@ -80,6 +81,7 @@ class Store(JobHistory, GuildRecords, Trainings, LoraLibrary):
 
     # --- jobs -------------------------------------------------------------------------------
 
+    @refuse_when_full  # a full disk: the request is refused with a message, nothing half-stored
     async def create_job(
         self,
         request: GenerationRequest,
@@ -297,6 +299,34 @@ class Store(JobHistory, GuildRecords, Trainings, LoraLibrary):
             job_ids, JobStatus.RUNNING, JobStatus.QUEUED, "started_at = NULL, attempts = MAX(attempts - 1, 0)"
         )
 
+    async def requeue_lost(self, job_ids: Iterable[int], max_attempts: int) -> tuple[list[int], list[JobRecord]]:
+        """Running jobs whose GPU worker was lost go back to queued, the attempt counted, or fail after
+        `max_attempts` tries (as `requeue_interrupted` does after a crash); returns (re-queued ids, failed jobs)."""
+        ids = list(job_ids)
+        if not ids:
+            return [], []
+        marks = _placeholders(len(ids))
+        async with self._db.write() as db:
+            requeued = await fetch_all(
+                db,
+                f"UPDATE jobs SET status = ?, started_at = NULL "
+                f"WHERE status = ? AND attempts < ? AND id IN ({marks}) RETURNING id",
+                (JobStatus.QUEUED.value, JobStatus.RUNNING.value, max_attempts, *ids),
+            )
+            failed = await fetch_all(
+                db,
+                f"""
+                UPDATE jobs SET status = ?, finished_at = ?,
+                       error = 'Generation was interrupted '
+                               || CASE attempts WHEN 1 THEN 'once' ELSE attempts || ' times' END
+                               || '; giving up.'
+                WHERE status = ? AND id IN ({marks}) RETURNING *
+                """,
+                (JobStatus.FAILED.value, self._db.now(), JobStatus.RUNNING.value, *ids),
+            )
+        moved = {row["id"] for row in requeued}
+        return [job_id for job_id in ids if job_id in moved], _sorted_jobs(failed)
+
     async def _move(
         self, job_ids: Iterable[int], source: JobStatus, target: JobStatus, assignments: str, *values: Any
     ) -> list[int]:
@@ -313,6 +343,33 @@ class Store(JobHistory, GuildRecords, Trainings, LoraLibrary):
             )
         moved = {row["id"] for row in rows}
         return [job_id for job_id in ids if job_id in moved]
+
+    async def count_by_status(self) -> dict[JobStatus, int]:
+        """How many jobs are in each status, every status listed (0 when none); for metrics."""
+        rows = await self._db.fetch_all("SELECT status, count(*) AS n FROM jobs GROUP BY status")  # jobs_by_status
+        counts = dict.fromkeys(JobStatus, 0)
+        for row in rows:
+            counts[JobStatus(row["status"])] = int(row["n"])
+        return counts
+
+    async def has_room(self, margin: int = MIN_FREE_BYTES) -> bool:
+        """Whether results can be stored again after a full disk: `margin` bytes free where the images and the
+        database live, and a small file written (and removed) among the images the way an image is written."""
+        rows = await self._db.fetch_all("PRAGMA database_list")
+        directories = [self.images_dir, *(Path(row["file"]).parent for row in rows if row["file"])]
+
+        def check() -> bool:
+            if free_bytes_below(directories, margin) is not None:
+                return False
+            try:
+                self._files.probe()
+            except OSError as exc:
+                if is_storage_full(exc):
+                    return False
+                raise
+            return True
+
+        return await asyncio.to_thread(check)
 
     async def queued_jobs(self) -> list[JobRecord]:
         """Every queued job, oldest first, to rebuild the in-memory queue."""

@@ -81,6 +81,9 @@ def test_upscaler_names_are_unique_and_the_default_must_be_one(tmp_path: Path) -
     path.write_text('[generation]\ndefault_upscaler = "b"\n[[upscalers]]\nname = "a"\nsource = "a.pth"\n')
     with pytest.raises(ConfigError, match=r"default_upscaler is 'b', but \[\[upscalers\]\] has: a"):
         load_config(path)
+    path.write_text('[[models]]\nname = "a"\nsource = "m"\n[[upscalers]]\nname = "a"\nsource = "a.pth"\n')
+    with pytest.raises(ConfigError, match=r"\[\[upscalers\]\] and \[\[models\]\] share the name\(s\) a; rename one"):
+        load_config(path)
 
 
 def test_the_upscaled_size_limit_names_both_sizes() -> None:

@@ -17,6 +17,7 @@ from discord import app_commands
 from PIL import Image
 
 from tests.fake_discord import FakeDiscord, Permission, running_client
+from tests.fake_discord.gateway import shard_of
 from tests.fake_discord.messages import EPHEMERAL, LOADING
 
 
@@ -373,3 +374,96 @@ async def test_expired_interaction_token(fake: FakeDiscord, bot: PingBot) -> Non
     assert (await handle.wait_for_callback())["type"] == 5
     request = await fake.wait_for_request(lambda r: r.path.startswith("/webhooks/"))
     assert request.status == 401 and request.response["code"] == 50027
+
+
+async def test_each_guild_comes_on_its_own_shard(fake: FakeDiscord) -> None:
+    fake.gateway.guilds_per_shard = 1
+    other = fake.add_guild("Second Server", shard=(1 - shard_of(fake.guild.id, 2), 2))
+    intents = discord.Intents.none()
+    intents.guilds = intents.guild_messages = intents.message_content = True
+    client = discord.AutoShardedClient(
+        intents=intents, shard_count=2, chunk_guilds_at_startup=False, guild_ready_timeout=0.05
+    )
+
+    async def no_identify_wait(shard_id: int | None, *, initial: bool = False) -> None:
+        """discord.py waits 5 s before each shard but the first; not needed against the fake."""
+
+    client.before_identify_hook = no_identify_wait  # type: ignore[method-assign]
+    seen: asyncio.Queue[discord.Message] = asyncio.Queue()
+
+    @client.event
+    async def on_message(message: discord.Message) -> None:
+        await seen.put(message)
+
+    async with running_client(client, fake):
+        count, _url, limits = await client.http.get_bot_gateway()
+        assert count == 2 and set(limits) == {"total", "remaining", "reset_after", "max_concurrency"}
+        assert limits["remaining"] == limits["total"] - 2  # two session starts so far
+        for guild in (fake.guild, other):
+            assert client.get_guild(guild.id).shard_id == shard_of(guild.id, 2)  # type: ignore[union-attr]
+            await fake.post_user_message(f"hello {guild.name}", channel_id=guild.channel("general").id)
+        got = {(await asyncio.wait_for(seen.get(), 5)).guild.id for _ in range(2)}  # type: ignore[union-attr]
+        assert got == {fake.guild.id, other.id}
+    for guild in (fake.guild, other):
+        frames = fake.gateway.shards[shard_of(guild.id, 2)].events
+        on_shard = {
+            f["d"].get("guild_id") or f["d"].get("id") for f in frames if f["t"] in ("GUILD_CREATE", "MESSAGE_CREATE")
+        }
+        assert on_shard == {str(guild.id)}
+
+
+@pytest.mark.parametrize("shard", [[2, 2], [0, 0], [-1, 2], [0]])
+async def test_identify_outside_the_shard_range_is_refused(fake: FakeDiscord, shard: list[int]) -> None:
+    async with aiohttp.ClientSession() as session, session.ws_connect(fake.gateway_url + "?v=10") as ws:
+        assert (await ws.receive_json())["op"] == 10
+        await ws.send_json({"op": 2, "d": {"token": fake.token, "intents": 0, "properties": {}, "shard": shard}})
+        closed = await ws.receive()
+        assert closed.type is aiohttp.WSMsgType.CLOSE and closed.data == 4010
+
+
+async def test_too_many_guilds_for_one_connection_is_refused(fake: FakeDiscord) -> None:
+    fake.gateway.max_guilds_per_shard = 1  # Discord: 2,500
+    fake.add_guild("Second Server")
+    client = discord.Client(intents=discord.Intents.none(), guild_ready_timeout=0.05)
+    with pytest.raises(discord.ConnectionClosed) as closed:
+        async with running_client(client, fake):
+            pass
+    assert closed.value.code == 4011  # Sharding required
+
+
+async def test_outage_lost_answers_and_enforced_nonces(fake: FakeDiscord, bot: PingBot) -> None:
+    channel = bot.get_partial_messageable(fake.channel.id)
+    fake.start_outage()
+    with pytest.raises(discord.DiscordServerError) as down:
+        await channel.send("during the outage")  # discord.py raises a 503 at once (it retries 500/502/504)
+    assert down.value.status == 503 and down.value.text == "Service Unavailable"
+    await fake.post_user_message("the gateway stays up")
+    assert (await asyncio.wait_for(bot.seen.get(), 5)).content == "the gateway stays up"
+    fake.start_outage(403)
+    with pytest.raises(discord.Forbidden):
+        await channel.send("still refused")
+    fake.end_outage()
+    first = await channel.send("one copy", nonce="result-1")
+    assert (await channel.send("one copy", nonce="result-1")).id == first.id  # enforced: the first one back
+    fake.inject("POST", r"^/channels/\d+/messages$", None, lose_response=True)
+    with pytest.raises(aiohttp.ClientError):
+        await channel.send("made, answer lost", nonce="result-2")
+    again = await channel.send("made, answer lost", nonce="result-2")
+    assert [m["id"] for m in fake.messages() if m["content"] == "made, answer lost"] == [str(again.id)]
+    with pytest.raises(discord.HTTPException) as long_nonce:
+        await channel.send("x", nonce="n" * 26)
+    assert long_nonce.value.code == 50035
+
+
+async def test_a_deleted_channel_and_a_server_that_removed_the_bot(fake: FakeDiscord, bot: PingBot) -> None:
+    art = fake.guild.channel("art")
+    await fake.delete_channel(art)
+    await fake.wait_until(lambda: bot.get_channel(art.id) is None or None)
+    with pytest.raises(discord.NotFound) as gone:
+        await bot.get_partial_messageable(art.id).send("hello?")
+    assert gone.value.code == 10003  # Unknown Channel
+    await fake.remove_bot(fake.guild)
+    await fake.wait_until(lambda: bot.get_guild(fake.guild.id) is None or None)
+    with pytest.raises(discord.Forbidden) as removed:
+        await bot.get_partial_messageable(fake.channel.id).send("hello?")
+    assert removed.value.code == 50001  # Missing Access

@@ -13,21 +13,25 @@ from PIL import Image
 
 from bot import render
 from bot.answers import answer_error, answer_unexpected, may_manage, queue_for_interaction
-from bot.loras import usable_loras
-from bot.moderation.policy import load_policy
+from bot.loras import check_lora_access, usable_loras
+from bot.moderation.gate import admit, asker_from_interaction
+from bot.moderation.policy import GuildPolicy, load_policy
 from bot.render import NO_MENTIONS
+from bot.upscale import CREATIVE_SCALE, check_flagged, creative_pass, picture_upscale, stored_picture
 from generation.errors import InvalidRequest
 from generation.loras import loras_for_prompt
 from generation.metadata import read_parameters
 from generation.outpaint import PANS, ZOOMS, pan, zoom_out
 from generation.request import GenerationRequest, Mode, random_seed
+from generation.upscalers import CREATIVE_STRENGTH
+from jobs.limits import check_request
 from storage.records import ImageRecord, JobRecord, JobStatus
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
 
 VARIATION_STRENGTH = 0.35  # close to the original: composition kept, details change
-UPSCALE_STRENGTH = 0.3  # a high-resolution pass: sharpen and add detail, do not repaint
+UPSCALE_STRENGTH = CREATIVE_STRENGTH  # Upscale (Creative)'s pass at the new size: sharpen, add detail, not repaint
 
 
 async def run_action(interaction: discord.Interaction, action: str, job_id: int, index: int | None) -> None:
@@ -72,12 +76,11 @@ def _variation(path: Path, params: dict[str, Any]) -> GenerationRequest:
     return GenerationRequest.from_params(params | changes, init_image=image)
 
 
-def _upscaled(path: Path, params: dict[str, Any]) -> GenerationRequest:
-    """A high-resolution img2img pass over a stored image at twice its size. Decodes and resizes: run it in a thread."""
-    width, height = params["width"] * 2, params["height"] * 2
-    image = _at_request_size(path, width, height)
-    changes = {"mode": Mode.IMG2IMG.value, "strength": UPSCALE_STRENGTH, "count": 1, "width": width, "height": height}
-    return GenerationRequest.from_params(params | changes, init_image=image)
+def _upscaled(path: Path, params: dict[str, Any], seed: int) -> GenerationRequest:
+    """Upscale (Creative) without an upscaler: the img2img pass over a stored image resized to twice its size.
+    Decodes and resizes: run it in a thread."""
+    picture, _ = stored_picture(path)
+    return creative_pass(params, picture, seed, CREATIVE_SCALE, UPSCALE_STRENGTH)
 
 
 def _outpainted(
@@ -124,9 +127,59 @@ async def _vary(interaction, bot, job: JobRecord, index: int) -> None:
     await queue_for_interaction(interaction, request, source=(job.id, index))
 
 
+def _upscalable(bot: ImagineBot, job: JobRecord) -> None:
+    if job.model in bot.services.catalog.upscalers:
+        raise InvalidRequest("This picture is upscaled already.")
+
+
+async def _subtle(interaction, bot, job: JobRecord, index: int) -> None:
+    """Upscale (Subtle): the default upscaler alone, as large as the upscaler makes it within the size limit."""
+    services = bot.services
+    _upscalable(bot, job)
+    spec = services.catalog.upscaler()  # refuses when none is set up (its button is not shown then)
+    record = await _source_record(bot, job, index)
+    policy = await load_policy(services.store, services.config, interaction.guild_id)
+    check_flagged(record, policy, asker_from_interaction(interaction))
+    path = services.store.image_path(record)
+    request = await asyncio.to_thread(picture_upscale, path, spec, job, record.seed, policy.limits)
+    await queue_for_interaction(interaction, request, source=(job.id, index), policy=policy)
+
+
 async def _upscale(interaction, bot, job: JobRecord, index: int) -> None:
-    request = await asyncio.to_thread(_upscaled, await _source_path(bot, job, index), job.params)
-    await queue_for_interaction(interaction, request, source=(job.id, index))
+    """Upscale (Creative): the default upscaler at 2x, then the picture's own model repaints details at the new size
+    (same prompt and seed, strength UPSCALE_STRENGTH); without an upscaler, that pass alone on the picture resized."""
+    services = bot.services
+    _upscalable(bot, job)
+    record = await _source_record(bot, job, index)
+    path = services.store.image_path(record)
+    if not services.catalog.upscalers:
+        request = await asyncio.to_thread(_upscaled, path, job.params, record.seed)
+        await queue_for_interaction(interaction, request, source=(job.id, index))
+        return
+    spec = services.catalog.upscaler()
+    policy = await load_policy(services.store, services.config, interaction.guild_id)
+    check_flagged(record, policy, asker_from_interaction(interaction))
+    upscale = await asyncio.to_thread(picture_upscale, path, spec, job, record.seed, policy.limits, CREATIVE_SCALE)
+    assert upscale.upscale is not None and upscale.init_image is not None
+    # The pass is checked now, on the picture resized, so the click is refused at once rather than after the upscale.
+    picture = upscale.init_image.crop((0, 0, upscale.upscale.width, upscale.upscale.height))
+    second = await asyncio.to_thread(
+        creative_pass, job.params, picture, record.seed, upscale.upscale.scale, UPSCALE_STRENGTH
+    )
+    second = await _admitted(interaction, bot, policy, second)
+    origin = {"creative": second.params()}
+    await queue_for_interaction(interaction, upscale, source=(job.id, index), policy=policy, origin=origin)
+
+
+async def _admitted(interaction, bot, policy: GuildPolicy, request: GenerationRequest) -> GenerationRequest:
+    """Creative's second step through the gate's checks now, as the job it will be (it is queued without them)."""
+    services = bot.services
+    services.catalog.check(request)
+    check_request(request, policy.limits)
+    uses_negative = services.catalog.family(request.model).uses_negative(request)
+    request, _ = admit(policy, asker_from_interaction(interaction), request, negative_applies=uses_negative)
+    await check_lora_access(services, interaction.user.id, interaction.guild_id, request)
+    return request
 
 
 async def _edit(interaction, bot, job: JobRecord, index: int) -> None:
@@ -170,6 +223,7 @@ async def _cancel(interaction, bot, job: JobRecord, index: int) -> None:
 _ACTIONS = {
     "reroll": _reroll,
     "vary": _vary,
+    "subtle": _subtle,
     "upscale": _upscale,
     "edit": _edit,
     "info": _info,

@@ -13,7 +13,10 @@ ACTIONS = {
     "cancel": ("Cancel", "✖️", discord.ButtonStyle.secondary),
     "reroll": ("Reroll", "🔄", discord.ButtonStyle.secondary),
     "vary": ("Vary", None, discord.ButtonStyle.secondary),
-    "upscale": ("Upscale", None, discord.ButtonStyle.secondary),
+    # Upscale (Subtle): the upscaler alone. Upscale (Creative): the upscaler, then a light img2img pass at the new
+    # size; its action keeps the old Upscale button's name, so buttons on older messages do what they did.
+    "subtle": ("Upscale (Subtle)", None, discord.ButtonStyle.secondary),
+    "upscale": ("Upscale (Creative)", "✨", discord.ButtonStyle.secondary),
     "edit": ("Edit", "✏️", discord.ButtonStyle.secondary),
     "info": ("Info", "ℹ️", discord.ButtonStyle.secondary),
     "delete": ("Delete", "🗑️", discord.ButtonStyle.danger),
@@ -69,22 +72,33 @@ def progress_view(job: JobRecord) -> discord.ui.View:
     return view
 
 
-def result_view(job: JobRecord, outpaint: bool = False) -> discord.ui.View:
-    """Reroll / Vary / Upscale / Edit / Info / Delete, and Zoom Out / Pan when the model can inpaint (`outpaint`);
-    per-image U and V buttons for a grid (zoom and pan come after an upscale, as in Midjourney)."""
+def result_view(job: JobRecord, outpaint: bool = False, subtle: bool = False) -> discord.ui.View:
+    """A result's buttons. One picture: Upscale (Subtle) (only with an upscaler, `subtle`), ✨ Upscale (Creative),
+    Vary, Reroll, Edit; Zoom Out (when the model can inpaint, `outpaint`), Info, Delete; the four Pans. A grid:
+    U1-U4 (Subtle), ✨ U1-U4 (Creative) and V1-V4 per picture, then Reroll, Edit, Info, Delete (zoom and pan come
+    after an upscale, as in Midjourney). At most 5 rows of 5, as Discord allows."""
     view = discord.ui.View(timeout=None)
+    upscales = ("subtle", "upscale") if subtle else ("upscale",)
     if job.count == 1:
-        for action, row in (("reroll", 0), ("vary", 0), ("upscale", 0), ("edit", 0), ("info", 0)):
-            view.add_item(JobButton(action, job.id, 0 if action in ("vary", "upscale") else None, row=row))
-        if outpaint:
-            for action in OUTPAINT_ACTIONS:
-                view.add_item(JobButton(action, job.id, 0, row=1 if action.startswith("zoom") else 2))
-        view.add_item(JobButton("delete", job.id, row=1))
+        for action in (*upscales, "vary", "reroll", "edit"):
+            view.add_item(JobButton(action, job.id, 0 if action in (*upscales, "vary") else None, row=0))
+        for action in (*(OUTPAINT_ACTIONS[:2] if outpaint else ()), "info", "delete"):
+            view.add_item(JobButton(action, job.id, 0 if action in OUTPAINT_ACTIONS else None, row=1))
+        for action in OUTPAINT_ACTIONS[2:] if outpaint else ():
+            view.add_item(JobButton(action, job.id, 0, row=2))
         return view
-    for index in range(job.count):
-        view.add_item(JobButton("upscale", job.id, index, label=f"U{index + 1}", row=0))
-    for index in range(job.count):
-        view.add_item(JobButton("vary", job.id, index, label=f"V{index + 1}", row=1))
+    for row, action in enumerate((*upscales, "vary")):
+        letter = "V" if action == "vary" else "U"
+        for index in range(job.count):
+            view.add_item(JobButton(action, job.id, index, label=f"{letter}{index + 1}", row=row))
     for action in ("reroll", "edit", "info", "delete"):
-        view.add_item(JobButton(action, job.id, row=2))
+        view.add_item(JobButton(action, job.id, row=len(upscales) + 1))
+    return view
+
+
+def upscaled_view(job: JobRecord) -> discord.ui.View:
+    """An upscaled picture's buttons: Info and Delete (it is the finished picture)."""
+    view = discord.ui.View(timeout=None)
+    for action in ("info", "delete"):
+        view.add_item(JobButton(action, job.id))
     return view

@@ -8,6 +8,8 @@ written with who made it and old → new (storage.guilds), which `/imagine-admin
 from __future__ import annotations
 
 import logging
+from collections import Counter
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -32,6 +34,7 @@ from bot.moderation.settings import (
 )
 from bot.render import NO_MENTIONS
 from generation.errors import InvalidRequest
+from jobs.worker import STORAGE_FULL, Worker
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
@@ -79,7 +82,7 @@ class AdminCog(commands.GroupCog, group_name="imagine-admin", group_description=
         services = self.bot.services
         stored = await services.store.get_guild_settings(interaction.guild_id)
         dm_stored = await services.store.get_guild_settings(DM_SCOPE)
-        lines = report.settings_lines(stored, dm_stored, services.config)
+        lines = [*worker_lines(services.workers), *report.settings_lines(stored, dm_stored, services.config)]
         lines += ["", *report.safety_lines(services.config, services.safety_checks)]
         embed = discord.Embed(title="imagine-bot on this server", description=report.fit(lines, EMBED_LIMIT))
         embed.set_footer(text="Change with /imagine-admin set, reset, or the add/remove commands.")
@@ -275,6 +278,21 @@ class AdminCog(commands.GroupCog, group_name="imagine-admin", group_description=
     @staticmethod
     async def _say(interaction: discord.Interaction, text: str) -> None:
         await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
+
+
+def worker_lines(workers: Sequence[Worker]) -> list[str]:
+    """What the GPU is doing (one line), and what a full disk means for the jobs; nothing without workers."""
+    if not workers:
+        return []
+    states = Counter(worker.state for worker in workers)
+    shown = ", ".join(state if len(workers) == 1 else f"{count} {state}" for state, count in states.items())
+    lines = [f"**GPU{' workers' if len(workers) > 1 else ''}**: {shown}"]
+    if STORAGE_FULL in states:
+        lines.append(
+            "💾 The bot's storage is full: finished images cannot be saved, so jobs wait in the queue (none are "
+            "lost) and continue once the bot's operator frees disk space."
+        )
+    return [*lines, ""]
 
 
 async def setup(bot: ImagineBot) -> None:

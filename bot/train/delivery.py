@@ -3,7 +3,10 @@
 Like bot.delivery for jobs: all that is needed to reach the member is the training's stored `origin`, edits
 are coalesced (latest wins) and spaced out, and the final message is recorded as delivered once it went out.
 A training outlives its interaction token (15 minutes), so after that its progress moves to a channel
-message of the bot's own, which it keeps editing.
+message of the bot's own, which it keeps editing. The final message is retried through Discord outages the
+same way (EventFollower._until_delivered): an edit that may have landed is tried again as an edit (see
+bot.delivery), a post carries an enforced nonce; a channel that is gone ends the tries, recorded as delivered so
+no start repeats them.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import discord
 from bot.delivery import EDIT_INTERVAL
 from bot.following import EventFollower
 from bot.render import NO_MENTIONS
+from bot.retry import Backoff, EditTries, Verdict, verdict
 from bot.train import messages
 from bot.train.views import lora_view, progress_view
 from jobs.events import (
@@ -63,8 +67,9 @@ class TrainingDelivery(EventFollower):
         *,
         edit_interval: float = EDIT_INTERVAL,
         clock: Callable[[], float] = time.time,
+        backoff: Backoff | None = None,
     ) -> None:
-        super().__init__(client, store, bus, clock)
+        super().__init__(client, store, bus, clock, backoff=backoff)
         self.edit_interval = edit_interval
         self._trackers: dict[int, _Tracker] = {}
 
@@ -157,12 +162,24 @@ class TrainingDelivery(EventFollower):
             training = await self.store.get_training(training_id)
             if training is None or training.origin is None or training.delivered_at is not None:
                 return
-            await self._send_final(training)
-            await self.store.mark_training_delivered(training_id)
+            tries = EditTries()
+            why = await self._until_delivered(
+                lambda: self._deliver(training_id, tries), what=f"training {training_id}", guild_id=training.guild_id
+            )
+            if why is not None:
+                await self.store.mark_training_delivered(training_id)  # gone for good: no start tries it again
         except Exception:
             log.exception("training delivery: could not deliver training %d; it stays undelivered", training_id)
 
-    async def _send_final(self, training: TrainingRecord) -> None:
+    async def _deliver(self, training_id: int, tries: EditTries) -> None:
+        """One attempt at the final message, recorded as delivered once it went out."""
+        training = await self.store.get_training(training_id)
+        if training is None or training.delivered_at is not None:
+            return
+        await self._send_final(training, tries)
+        await self.store.mark_training_delivered(training_id)
+
+    async def _send_final(self, training: TrainingRecord, tries: EditTries) -> None:
         origin = training.origin or {}
         view: discord.ui.View | None = None
         samples: list[bytes] = []
@@ -183,7 +200,7 @@ class TrainingDelivery(EventFollower):
         def files() -> list[discord.File]:  # a File can be sent once: fresh ones for each attempt
             return [discord.File(io.BytesIO(data), filename=f"sample-{i + 1}.png") for i, data in enumerate(samples)]
 
-        if self._token_usable(origin):
+        if not tries.gone and self._token_usable(origin):
             try:
                 await self._webhook(origin).edit_message(
                     origin.get("message_id") or "@original",
@@ -193,7 +210,11 @@ class TrainingDelivery(EventFollower):
                     allowed_mentions=NO_MENTIONS,
                 )
                 return
-            except discord.HTTPException as exc:
+            except Exception as exc:
+                if not isinstance(exc, discord.HTTPException) and verdict(exc) is not Verdict.RETRY:
+                    raise  # not Discord's doing
+                if tries.failed_in_passing(exc):
+                    raise  # it may have landed: the same edit again later, rather than a second copy now
                 log.info("training delivery: editing the message of training %d failed (%s)", training.id, exc)
         if origin.get("posted_id"):
             # The progress message of our own says it is over; the result comes as a new message that pings.
@@ -209,6 +230,7 @@ class TrainingDelivery(EventFollower):
             allowed_mentions=discord.AllowedMentions(
                 everyone=False, roles=False, users=[discord.Object(training.user_id)]
             ),
+            nonce=f"train{training.id}.{int(training.created_at.timestamp())}",  # a repeated post returns the first
         )
 
 

@@ -44,6 +44,7 @@ async def start_training(
     """Check, store and queue a training for whoever triggered the interaction; answer with its place."""
     bot: ImagineBot = interaction.client  # type: ignore[assignment]
     services = bot.services
+    services.queue.check_trainings()  # Ray GPU workers cannot train: refused before anything else
     store = services.store
     policy = await load_policy(store, services.config, interaction.guild_id)
     asker = asker_from_interaction(interaction)

@@ -24,10 +24,19 @@ async def test_reroll_vary_upscale_make_new_jobs_for_the_clicker(start_bot) -> N
         fake, store = running.fake, running.store
         result = await make_result(running)
         source = job_of(result)
+        shown = [
+            (c.get("emoji") or {}).get("name", "") + (c.get("label") or "")
+            for c in result["components"][0]["components"]
+        ]
+        # No upscaler configured: no Upscale (Subtle), and Creative is the img2img pass at twice the size alone.
+        assert shown == ["✨Upscale (Creative)", "Vary", "🔄Reroll", "✏️Edit"]
         for action, check in (
             ("imagine:reroll", lambda job, image: job.mode.value == "txt2img" and job.params["seed"] != 5),
             ("imagine:vary", lambda job, image: job.mode.value == "img2img" and job.params["strength"] == 0.35),
-            ("imagine:upscale", lambda job, image: image.size == (128, 128) and job.params["strength"] == 0.3),
+            (  # Upscale (Creative)
+                "imagine:upscale",
+                lambda job, image: image.size == (128, 128) and job.params["strength"] == 0.3 and job.model == "tiny",
+            ),
         ):
             click = await fake.send_button_click(int(result["id"]), button(result, action), user=fake.other_member)
             assert "Queued" in (await click.wait_for_callback())["data"]["content"]

@@ -6,12 +6,14 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from .errors import (
+    MISSING_ACCESS,
     UNKNOWN_CHANNEL,
     UNKNOWN_GUILD,
     UNKNOWN_MEMBER,
     UNKNOWN_MESSAGE,
     UNKNOWN_USER,
     RestError,
+    form_error,
     unknown,
 )
 from .messages import StoredMessage
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
     from .server import FakeDiscord
 
 router = Router()
+MAX_NONCE = 25  # characters, Discord's limit
 
 
 def _channel(fake: FakeDiscord, channel_id: str) -> tuple[FakeChannel, FakeGuild | None]:
@@ -47,13 +50,20 @@ def _guild(fake: FakeDiscord, guild_id: str) -> FakeGuild:
     return guild
 
 
+def _bot_in_guild(fake: FakeDiscord, guild: FakeGuild | None) -> None:
+    """Missing Access in a server the bot is not (or no longer) a member of."""
+    if guild is not None and fake.bot_user.id not in guild.members:
+        raise RestError(403, MISSING_ACCESS, "Missing Access")
+
+
 def _bot_needs(fake: FakeDiscord, channel: FakeChannel, guild: FakeGuild | None, needed: int) -> None:
     """Missing Access without View Channel, Missing Permissions without the rest (guild channels only)."""
     if guild is None:
         return
+    _bot_in_guild(fake, guild)
     perms = guild.permissions_in(fake.bot_user.id, channel)
     if not perms & Permission.VIEW_CHANNEL:
-        raise RestError(403, 50001, "Missing Access")
+        raise RestError(403, MISSING_ACCESS, "Missing Access")
     if perms & needed != needed:
         raise RestError(403, 50013, "Missing Permissions")
 
@@ -109,9 +119,15 @@ async def get_gateway(fake: FakeDiscord, req: RecordedRequest, params: dict[str,
 
 @router.route("GET", "/gateway/bot")
 async def get_gateway_bot(fake: FakeDiscord, req: RecordedRequest, params: dict[str, str]) -> Reply:
-    """Gateway URL, shard count and session start limits (AutoShardedClient)."""
-    limit = {"total": 1000, "remaining": 999, "reset_after": 14_400_000, "max_concurrency": 1}
-    return Reply(200, {"url": fake.ws_base, "shards": 1, "session_start_limit": limit})
+    """Gateway URL, recommended shard count and session start limits (AutoShardedClient)."""
+    gateway = fake.gateway
+    limit = {
+        "total": 1000,
+        "remaining": max(0, 1000 - gateway.session_starts),
+        "reset_after": 14_400_000,
+        "max_concurrency": gateway.max_concurrency,
+    }
+    return Reply(200, {"url": fake.ws_base, "shards": gateway.recommended_shards(), "session_start_limit": limit})
 
 
 @router.route("GET", "/guilds/{guild_id}")
@@ -172,11 +188,19 @@ async def get_messages(fake: FakeDiscord, req: RecordedRequest, params: dict[str
 
 @router.route("POST", "/channels/{channel_id}/messages")
 async def create_message(fake: FakeDiscord, req: RecordedRequest, params: dict[str, str]) -> Reply:
-    """The bot posts a message (JSON or multipart with files[n])."""
+    """The bot posts a message (JSON or multipart with files[n]); a repeated enforced nonce returns the first one."""
     channel, guild = _channel(fake, params["channel_id"])
     needed = Permission.SEND_MESSAGES | (Permission.ATTACH_FILES if req.files else 0)
     _bot_needs(fake, channel, guild, needed)
-    message = await fake.create_message(channel.id, fake.bot_user, req.json or {}, req.files)
+    body = req.json or {}
+    nonce = body.get("nonce")
+    if nonce is not None and len(str(nonce)) > MAX_NONCE:
+        raise form_error(["nonce"], "BASE_TYPE_MAX_LENGTH", f"Must be {MAX_NONCE} or fewer in length.")
+    if nonce is not None and body.get("enforce_nonce"):
+        earlier = fake.store.by_nonce(fake.bot_user.id, str(nonce))
+        if earlier is not None:
+            return Reply(200, earlier.data)
+    message = await fake.create_message(channel.id, fake.bot_user, body, req.files)
     return Reply(200, message.data)
 
 
@@ -191,7 +215,8 @@ async def get_message(fake: FakeDiscord, req: RecordedRequest, params: dict[str,
 @router.route("PATCH", "/channels/{channel_id}/messages/{message_id}")
 async def edit_message(fake: FakeDiscord, req: RecordedRequest, params: dict[str, str]) -> Reply:
     """Edit one of the bot's own messages."""
-    channel, _ = _channel(fake, params["channel_id"])
+    channel, guild = _channel(fake, params["channel_id"])
+    _bot_in_guild(fake, guild)
     message = _message(fake, channel, params["message_id"])
     if message.author_id != fake.bot_user.id:
         raise RestError(403, 50005, "Cannot edit a message authored by another user")

@@ -1,4 +1,9 @@
-"""The gateway websocket: HELLO, IDENTIFY/READY, heartbeats, RESUME with replay, server-side faults."""
+"""The gateway websocket: HELLO, IDENTIFY/READY, heartbeats, RESUME with replay, shards, server-side faults.
+
+Sharding as Discord does it: an IDENTIFY may carry `shard: [id, count]`; that session gets READY and GUILD_CREATE
+only for the guilds with `(guild_id >> 22) % count == id`, and every later event about a guild goes to its shard's
+session (events outside guilds, such as DMs, to shard 0).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import uuid
 import zlib
 from collections.abc import Callable
@@ -14,7 +20,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from .models import World
+from .models import FakeGuild, World
 from .payloads import JSON, guild_create_payload, member_payload, ready_payload
 from .waiting import ChangeSignal
 
@@ -25,6 +31,12 @@ RESUME, RECONNECT, REQUEST_MEMBERS, INVALID_SESSION, HELLO, HEARTBEAT_ACK = 6, 7
 
 GUILD_MEMBERS, GUILD_PRESENCES, MESSAGE_CONTENT = 1 << 1, 1 << 8, 1 << 15
 PRIVILEGED_INTENTS = GUILD_MEMBERS | GUILD_PRESENCES | MESSAGE_CONTENT
+GUILD_EVENTS = {"GUILD_CREATE", "GUILD_UPDATE", "GUILD_DELETE"}  # these name their guild in `id`, not `guild_id`
+
+
+def shard_of(guild_id: int, shard_count: int) -> int:
+    """The shard Discord sends a guild's events on."""
+    return (guild_id >> 22) % shard_count
 
 
 @dataclass
@@ -72,9 +84,25 @@ class GatewaySession:
     valid: bool = True
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
+    @property
+    def shard_id(self) -> int:
+        """This session's shard (0 when it did not ask for sharding)."""
+        return int(self.shard[0]) if self.shard else 0
+
+    @property
+    def shard_count(self) -> int:
+        """How many shards it said there are (1 without sharding)."""
+        return int(self.shard[1]) if self.shard else 1
+
+    def serves(self, guild_id: int | None) -> bool:
+        """Whether a guild's events (or, for None, events outside guilds) go to this session."""
+        if guild_id is None:
+            return self.shard_id == 0
+        return shard_of(guild_id, self.shard_count) == self.shard_id
+
 
 class Gateway:
-    """Serves the gateway for one bot; dispatches go to the current (latest identified) session."""
+    """Serves the gateway for one bot; dispatches go to the latest session of the shard they belong to."""
 
     def __init__(self, world: World, signal: ChangeSignal, token: Callable[[], str], ws_base: Callable[[], str]):
         self._world = world
@@ -84,10 +112,19 @@ class Gateway:
         self.heartbeat_interval_ms = 41_250
         self.ack_heartbeats = True
         self.allowed_privileged_intents = PRIVILEGED_INTENTS
+        self.guilds_per_shard = 1000  # GET /gateway/bot recommends a shard per this many guilds, as Discord does
+        self.max_guilds_per_shard = 2500  # more guilds than this on one session: closed with 4011, as by Discord
+        self.max_concurrency = 1  # session_start_limit.max_concurrency (large bots get 16 and more)
+        self.session_starts = 0  # successful IDENTIFYs, counted against session_start_limit
         self.connections: list[GatewayConnection] = []
         self.sessions: dict[str, GatewaySession] = {}
-        self.current: GatewaySession | None = None
+        self.shards: dict[int, GatewaySession] = {}  # the latest identified or resumed session of each shard id
         self.log: list[GatewayLogEntry] = []
+
+    @property
+    def current(self) -> GatewaySession | None:
+        """The session of shard 0 (the only one of an unsharded bot)."""
+        return self.shards.get(0)
 
     @property
     def intents(self) -> int:
@@ -99,6 +136,23 @@ class Gateway:
         """Whether the current session has a live connection."""
         conn = self.current.connection if self.current else None
         return conn is not None and not conn.closed
+
+    def bot_guilds(self) -> list[FakeGuild]:
+        """The guilds the bot is a member of (the ones the gateway tells it about)."""
+        return [g for g in self._world.guilds if self._world.bot_user.id in g.members]
+
+    def recommended_shards(self) -> int:
+        """The shard count GET /gateway/bot answers: one per `guilds_per_shard` guilds."""
+        return max(1, math.ceil(len(self.bot_guilds()) / self.guilds_per_shard))
+
+    def session_for(self, guild_id: int | None) -> GatewaySession | None:
+        """The session a guild's events (None: events outside guilds) are dispatched on, if one identified."""
+        return next((s for s in self.shards.values() if s.serves(guild_id)), None)
+
+    def intents_for(self, guild_id: int | None) -> int:
+        """Intents of the session that receives a guild's events (0 before IDENTIFY)."""
+        session = self.session_for(guild_id)
+        return session.intents if session else 0
 
     def _record(self, kind: str, conn: GatewayConnection, data: Any = None) -> None:
         self.log.append(GatewayLogEntry(kind, conn.id, data))
@@ -169,14 +223,24 @@ class Gateway:
         if intents & PRIVILEGED_INTENTS & ~self.allowed_privileged_intents:
             await conn.ws.close(code=4014, message=b"Disallowed intent(s).")
             return
-        session = GatewaySession(uuid.uuid4().hex, intents, data.get("shard"))
+        shard = data.get("shard")
+        if shard is not None and not _valid_shard(shard):
+            await conn.ws.close(code=4010, message=b"Invalid shard.")
+            return
+        session = GatewaySession(uuid.uuid4().hex, intents, list(shard) if shard is not None else None)
+        guilds = [g for g in self.bot_guilds() if session.serves(g.id)]
+        if len(guilds) > self.max_guilds_per_shard:
+            await conn.ws.close(code=4011, message=b"Sharding required.")
+            return
         self.sessions[session.id] = session
-        self.current = session
+        self.shards[session.shard_id] = session
+        self.session_starts += 1
         conn.session = session
         session.connection = conn
         resume_url = self._ws_base() + "/gateway/resume"
-        await self.dispatch("READY", ready_payload(self._world, session.id, resume_url, session.shard), session)
-        for guild in self._world.guilds:
+        ready = ready_payload(self._world, session.id, resume_url, session.shard, guilds)
+        await self.dispatch("READY", ready, session)
+        for guild in guilds:
             payload = guild_create_payload(guild, self._world.bot_user.id)
             if not intents & GUILD_MEMBERS:
                 # Without the members intent Discord only sends the bot's own member.
@@ -194,7 +258,7 @@ class Gateway:
         async with session.lock:
             conn.session = session
             session.connection = conn
-            self.current = session
+            self.shards[session.shard_id] = session
             for frame in session.events:
                 if frame["s"] > last_seen:
                     await conn.send(frame)
@@ -228,10 +292,13 @@ class Gateway:
         await self.dispatch("GUILD_MEMBERS_CHUNK", chunk, session)
 
     async def dispatch(self, event: str, data: JSON, session: GatewaySession | None = None) -> int:
-        """Send a DISPATCH with the next sequence number; kept for replay if the client is away."""
-        session = session or self.current
+        """Send a DISPATCH with the next sequence number on the shard it belongs to; kept for replay if the
+        client is away."""
         if session is None:
-            raise RuntimeError("fake Discord: no gateway session yet; is the client connected?")
+            guild_id = data.get("guild_id") or (data.get("id") if event in GUILD_EVENTS else None)
+            session = self.session_for(int(guild_id) if guild_id is not None else None)
+        if session is None:
+            raise RuntimeError(f"fake Discord: no gateway session for {event} yet; is the client connected?")
         async with session.lock:
             session.seq += 1
             frame = {"op": DISPATCH, "t": event, "s": session.seq, "d": data}
@@ -245,29 +312,30 @@ class Gateway:
         self._signal.notify()
         return session.seq
 
-    def _live_connection(self) -> GatewayConnection:
-        conn = self.current.connection if self.current else None
+    def _live_connection(self, shard: int = 0) -> GatewayConnection:
+        session = self.shards.get(shard)
+        conn = session.connection if session else None
         if conn is None or conn.closed:
-            raise RuntimeError("fake Discord: no live gateway connection")
+            raise RuntimeError(f"fake Discord: no live gateway connection for shard {shard}")
         return conn
 
-    async def send_reconnect(self) -> None:
+    async def send_reconnect(self, shard: int = 0) -> None:
         """Send op 7 RECONNECT; the client should close and RESUME."""
-        conn = self._live_connection()
+        conn = self._live_connection(shard)
         self._record("reconnect_sent", conn)
         await conn.send({"op": RECONNECT, "d": None, "s": None, "t": None})
 
-    async def invalidate_session(self, *, resumable: bool = False) -> None:
+    async def invalidate_session(self, *, resumable: bool = False, shard: int = 0) -> None:
         """Send op 9 INVALID_SESSION; when not resumable the session is forgotten and the client re-IDENTIFYs."""
-        conn = self._live_connection()
+        conn = self._live_connection(shard)
         if not resumable and conn.session is not None:
             conn.session.valid = False
         self._record("invalid_session_sent", conn, resumable)
         await conn.send({"op": INVALID_SESSION, "d": resumable, "s": None, "t": None})
 
-    async def drop(self, code: int | None = None) -> None:
+    async def drop(self, code: int | None = None, shard: int = 0) -> None:
         """Drop the live connection: abort TCP (code None, the client sees 1006) or close with `code`."""
-        conn = self._live_connection()
+        conn = self._live_connection(shard)
         self._record("dropped", conn, code)
         conn.closed = True
         if conn.session is not None and conn.session.connection is conn:
@@ -285,3 +353,11 @@ class Gateway:
             if not conn.ws.closed:
                 with contextlib.suppress(TimeoutError, ConnectionError, RuntimeError):
                     await asyncio.wait_for(conn.ws.close(code=1001, message=b"fake Discord shutting down"), 2)
+
+
+def _valid_shard(shard: object) -> bool:
+    """Discord's rule for IDENTIFY's `shard`: [shard_id, num_shards] with 0 <= shard_id < num_shards."""
+    if not isinstance(shard, list) or len(shard) != 2 or not all(type(n) is int for n in shard):
+        return False
+    shard_id, count = shard
+    return count >= 1 and 0 <= shard_id < count

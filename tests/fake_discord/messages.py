@@ -6,6 +6,7 @@ import copy
 import io
 import mimetypes
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import quote
@@ -28,6 +29,7 @@ MESSAGE_TYPE_DEFAULT = 0
 MESSAGE_TYPE_REPLY = 19
 MESSAGE_TYPE_CHAT_INPUT_COMMAND = 20
 MESSAGE_TYPE_CONTEXT_MENU_COMMAND = 23
+NONCE_WINDOW = 120.0  # seconds an enforced nonce stays unique; Discord says "the past few minutes"
 
 
 @dataclass
@@ -127,6 +129,7 @@ class MessageStore:
         self.messages: dict[int, StoredMessage] = {}
         self.attachments: dict[int, StoredAttachment] = {}
         self.attachment_size_limit = DEFAULT_ATTACHMENT_LIMIT
+        self._nonces: dict[tuple[int, str], tuple[int, float]] = {}  # (author, nonce) -> (message id, created)
 
     def add_attachment(
         self,
@@ -152,6 +155,13 @@ class MessageStore:
         """A live (not deleted) message."""
         message = self.messages.get(message_id)
         return None if message is None or message.deleted else message
+
+    def by_nonce(self, author_id: int, nonce: str) -> StoredMessage | None:
+        """The live message `author_id` created with `nonce` within the last NONCE_WINDOW seconds."""
+        found = self._nonces.get((author_id, nonce))
+        if found is None or time.monotonic() - found[1] > NONCE_WINDOW:
+            return None
+        return self.get(found[0])
 
     def in_channel(self, channel_id: int, *, include_ephemeral: bool = False) -> list[StoredMessage]:
         """Live messages in a channel, oldest first."""
@@ -205,6 +215,8 @@ class MessageStore:
         check_not_empty(data, body, loading=bool(flags & LOADING))
         message = StoredMessage(data, guild_id, ephemeral=bool(flags & EPHEMERAL))
         self.messages[message.id] = message
+        if body.get("nonce") is not None:
+            self._nonces[(author.id, str(body["nonce"]))] = (message.id, time.monotonic())
         return message
 
     def edit(self, message: StoredMessage, body: JSON, uploads: list[Upload], *, clear_loading: bool = False) -> None:

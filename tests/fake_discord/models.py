@@ -87,6 +87,13 @@ class SnowflakeGenerator:
         SnowflakeGenerator._last = max(now << 22, SnowflakeGenerator._last + 1)
         return SnowflakeGenerator._last
 
+    def next_on_shard(self, shard_id: int, shard_count: int) -> int:
+        """A new snowflake whose guild would be on shard `shard_id` of `shard_count` ((id >> 22) % count)."""
+        millis = (self.next() >> 22) + 1  # the shard depends on the timestamp bits: step them to the right one
+        millis += (shard_id - millis) % shard_count
+        SnowflakeGenerator._last = millis << 22
+        return SnowflakeGenerator._last
+
 
 def iso_now() -> str:
     """Current UTC time the way Discord writes timestamps."""
@@ -272,3 +279,17 @@ def build_default_world(ids: SnowflakeGenerator) -> World:
     guild.add_member(bot, [bot_role.id])
     users = {u.id: u for u in (bot, owner, moderator, alice, bob)}
     return World(bot_user=bot, application_owner=owner, guilds=[guild], users=users)
+
+
+def build_guild(ids: SnowflakeGenerator, guild_id: int, name: str, bot: FakeUser, members: list[FakeUser]) -> FakeGuild:
+    """A guild owned by the first of `members`, with #general, the bot's managed role, the bot and `members`."""
+    everyone = FakeRole(guild_id, "@everyone", Permission.EVERYONE_DEFAULT)
+    bot_role = FakeRole(
+        ids.next(), bot.username, Permission.BOT_DEFAULT, position=1, managed=True, tags={"bot_id": str(bot.id)}
+    )
+    general = FakeChannel(ids.next(), "general", guild_id=guild_id)
+    guild = FakeGuild(guild_id, name, members[0].id, roles=[everyone, bot_role], channels=[general])
+    for user in members:
+        guild.add_member(user)
+    guild.add_member(bot, [bot_role.id])
+    return guild

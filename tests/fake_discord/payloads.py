@@ -189,12 +189,14 @@ def application_payload(world: World) -> JSON:
     }
 
 
-def ready_payload(world: World, session_id: str, resume_url: str, shard: list[int] | None) -> JSON:
-    """READY: the bot user, unavailable guilds and where to resume."""
+def ready_payload(
+    world: World, session_id: str, resume_url: str, shard: list[int] | None, guilds: list[FakeGuild]
+) -> JSON:
+    """READY: the bot user, its (still unavailable) guilds on this shard and where to resume."""
     data: JSON = {
         "v": 10,
         "user": current_user_payload(world.bot_user),
-        "guilds": [{"id": str(g.id), "unavailable": True} for g in world.guilds],
+        "guilds": [{"id": str(g.id), "unavailable": True} for g in guilds],
         "session_id": session_id,
         "session_type": "normal",
         "resume_gateway_url": resume_url,

@@ -53,7 +53,12 @@ class RecordedRequest:
 
 @dataclass
 class Injection:
-    """A fault: requests matching method, path regex (and `where`) get `status` (or just `delay`) `times` times."""
+    """A fault: requests matching method, path regex (and `where`) get `status` (or just `delay`) `times` times.
+
+    With `lose_response` the request takes effect first and only its answer is replaced: by `status`, or with
+    `status=None` by a dropped connection (recorded as status 0), as when an answer is lost on the way back; the
+    client cannot tell either from a request that never arrived.
+    """
 
     method: str
     pattern: re.Pattern[str]
@@ -65,6 +70,7 @@ class Injection:
     retry_after: float = 0.05
     where: Callable[[RecordedRequest], Any] | None = None
     hits: int = 0
+    lose_response: bool = False
 
     @property
     def exhausted(self) -> bool:
@@ -110,6 +116,7 @@ DEFAULT_ERROR_BODIES: dict[int, Any] = {
     500: {"message": "500: Internal Server Error", "code": 0},
     502: {"message": "502: Bad Gateway", "code": 0},
     503: {"message": "503: Service Unavailable", "code": 0},
+    504: {"message": "504: Gateway Timeout", "code": 0},
 }
 
 
@@ -238,19 +245,32 @@ class RestApi:
         self.requests.append(record)
         self._fake.signal.notify()
         reply = await self._answer(request, record)
+        if reply is None:  # the answer is lost: cut the connection instead of sending it
+            record.status, record.answered_at = 0, time.monotonic()
+            self._fake.signal.notify()
+            if request.transport is not None:
+                request.transport.abort()
+            return web.Response(status=500)  # never reaches the client
         record.status, record.response, record.answered_at = reply.status, reply.body, time.monotonic()
         self._fake.signal.notify()
         return web_response(reply)
 
-    async def _answer(self, request: web.Request, record: RecordedRequest) -> Reply:
+    async def _answer(self, request: web.Request, record: RecordedRequest) -> Reply | None:
         injection = next((i for i in self.injections if i.matches(record)), None)
         if injection is not None:
             injection.hits += 1
             if injection.delay:
                 await asyncio.sleep(injection.delay)
-            if injection.status is not None:
+            if injection.status is not None and not injection.lose_response:
                 record.injected = True
                 return injection.reply()
+        reply = await self._route(request, record)
+        if injection is not None and injection.lose_response:
+            record.injected = True
+            return injection.reply() if injection.status is not None else None
+        return reply
+
+    async def _route(self, request: web.Request, record: RecordedRequest) -> Reply:
         try:
             resolved = self._router.resolve(record.method, record.path)
             if resolved is None:

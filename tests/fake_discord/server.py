@@ -16,13 +16,23 @@ from .commands import CommandStore
 from .gateway import MESSAGE_CONTENT, Gateway, GatewayLogEntry
 from .interactions import InteractionFactory
 from .messages import MessageStore, StoredMessage, Upload
-from .models import FakeChannel, FakeGuild, FakeUser, Permission, SnowflakeGenerator, World, build_default_world
-from .payloads import JSON, guild_create_payload, member_payload
+from .models import (
+    FakeChannel,
+    FakeGuild,
+    FakeUser,
+    Permission,
+    SnowflakeGenerator,
+    World,
+    build_default_world,
+    build_guild,
+)
+from .payloads import JSON, channel_payload, guild_create_payload, member_payload
 from .rest import Injection, RecordedRequest, RestApi, Router
 from .user_actions import UserActions
 from .waiting import ChangeSignal
 
 GUILD_MESSAGES, DIRECT_MESSAGES = 1 << 9, 1 << 12
+OUTAGE_BODY = {"message": "Service Unavailable", "code": 0}
 
 
 class FakeDiscord(UserActions):
@@ -52,6 +62,7 @@ class FakeDiscord(UserActions):
         for module in (channel_routes, command_routes, interaction_routes):
             router.routes.extend(module.router.routes)
         self.rest = RestApi(self, router)
+        self.outage: Injection | None = None
         self._runner: web.AppRunner | None = None
 
     # lifecycle
@@ -159,6 +170,34 @@ class FakeDiscord(UserActions):
         """The bot's DM channel with `user`."""
         return self.world.dm_channel(user, self.ids)
 
+    def add_guild(self, name: str, *, shard: tuple[int, int] | None = None) -> FakeGuild:
+        """A new guild with the bot, the owner, alice and bob in it, before the bot connects (after: join_guild).
+
+        `shard=(id, count)` picks its id so that Discord would send its events on that shard.
+        """
+        guild_id = self.ids.next_on_shard(*shard) if shard else self.ids.next()
+        members = [self.owner, self.member, self.other_member]
+        guild = build_guild(self.ids, guild_id, name, self.bot_user, members)
+        self.world.guilds.append(guild)
+        return guild
+
+    async def remove_bot(self, guild: FakeGuild) -> None:
+        """Kick the bot from a guild: GUILD_DELETE (without `unavailable`), then Missing Access there."""
+        await self.gateway.dispatch("GUILD_DELETE", {"id": str(guild.id)})
+        del guild.members[self.bot_user.id]
+        self.signal.notify()
+
+    async def delete_channel(self, channel: FakeChannel) -> None:
+        """Delete a guild channel and its messages, dispatching CHANNEL_DELETE, as when a moderator removes it."""
+        found = self.world.find_channel(channel.id)
+        if found is None or found[1] is None:
+            raise ValueError(f"{channel.id} is not a channel of a guild")
+        found[1].channels.remove(channel)
+        for message in self.store.in_channel(channel.id, include_ephemeral=True):
+            message.deleted = True
+        await self.gateway.dispatch("CHANNEL_DELETE", channel_payload(channel))
+        self.signal.notify()
+
     async def join_guild(self, guild: FakeGuild) -> None:
         """Add a guild (the bot must be a member) and send GUILD_CREATE, as when the bot is invited."""
         if self.bot_user.id not in guild.members:
@@ -247,13 +286,25 @@ class FakeDiscord(UserActions):
         retry_after: float = 0.05,
         delay: float = 0.0,
         where: Callable[[RecordedRequest], Any] | None = None,
+        lose_response: bool = False,
     ) -> Injection:
         """Answer requests matching `method` ("*" for any), regex `path` and `where` with `status`, `times` times.
 
-        `status=None` with a `delay` only slows the request down; `times=None` never runs out.
+        `status=None` with a `delay` only slows the request down; `times=None` never runs out; `lose_response`
+        lets the request take effect and replaces only its answer (with `status`, or with None by a dropped
+        connection).
         """
         injection = Injection(
-            method.upper(), re.compile(path), status, times, body, headers or {}, delay, retry_after, where
+            method.upper(),
+            re.compile(path),
+            status,
+            times,
+            body,
+            headers or {},
+            delay,
+            retry_after,
+            where,
+            lose_response=lose_response,
         )
         self.rest.injections.append(injection)
         return injection
@@ -261,18 +312,35 @@ class FakeDiscord(UserActions):
     def clear_injections(self) -> None:
         """Remove all injected faults."""
         self.rest.injections.clear()
+        self.outage = None
 
-    async def drop_gateway(self, code: int | None = None) -> None:
+    def start_outage(self, status: int = 503, *, body: Any = None) -> Injection:
+        """Answer every REST request with `status` until end_outage(), the gateway staying up, as in a Discord API
+        outage. 503 (the default) is what discord.py 2.7 raises at once; it retries 500/502/504 for about 25 s."""
+        if body is None and status == 503:
+            body = OUTAGE_BODY
+        self.end_outage()
+        self.outage = Injection("*", re.compile(r"^/"), status, None, body)
+        self.rest.injections.insert(0, self.outage)
+        return self.outage
+
+    def end_outage(self) -> None:
+        """REST answers normally again."""
+        if self.outage is not None and self.outage in self.rest.injections:
+            self.rest.injections.remove(self.outage)
+        self.outage = None
+
+    async def drop_gateway(self, code: int | None = None, *, shard: int = 0) -> None:
         """Drop the gateway connection (abort TCP when `code` is None)."""
-        await self.gateway.drop(code)
+        await self.gateway.drop(code, shard)
 
-    async def send_reconnect(self) -> None:
+    async def send_reconnect(self, *, shard: int = 0) -> None:
         """Gateway op 7 RECONNECT."""
-        await self.gateway.send_reconnect()
+        await self.gateway.send_reconnect(shard)
 
-    async def invalidate_session(self, *, resumable: bool = False) -> None:
+    async def invalidate_session(self, *, resumable: bool = False, shard: int = 0) -> None:
         """Gateway op 9 INVALID_SESSION."""
-        await self.gateway.invalidate_session(resumable=resumable)
+        await self.gateway.invalidate_session(resumable=resumable, shard=shard)
 
     async def dispatch(self, event: str, data: JSON) -> int:
         """Send any DISPATCH event; returns its sequence number."""
@@ -328,7 +396,7 @@ class FakeDiscord(UserActions):
 
     def _wants_messages(self, message: StoredMessage) -> bool:
         needed = GUILD_MESSAGES if message.guild_id else DIRECT_MESSAGES
-        return self.gateway.current is not None and bool(self.gateway.intents & needed)
+        return bool(self.gateway.intents_for(message.guild_id) & needed)
 
     async def _dispatch_message(self, event: str, message: StoredMessage) -> None:
         if message.ephemeral or not self._wants_messages(message):
@@ -347,6 +415,7 @@ class FakeDiscord(UserActions):
         bot_id = str(self.bot_user.id)
         mentioned_bot = any(m["id"] == bot_id for m in data["mentions"])
         from_bot = data["author"]["id"] == bot_id
-        if guild and not self.gateway.intents & MESSAGE_CONTENT and not from_bot and not mentioned_bot:
+        content_intent = self.gateway.intents_for(message.guild_id) & MESSAGE_CONTENT
+        if guild and not content_intent and not from_bot and not mentioned_bot:
             data.update(content="", embeds=[], attachments=[], components=[])
         await self.gateway.dispatch(event, data)
