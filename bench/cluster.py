@@ -1,8 +1,8 @@
 """GPU workers as Ray actors (`[cluster] backend = "ray"`) on this machine's CPUs, side by side in one run.
 
 1. Throughput: the same burst of jobs (several users, batches of up to 4) through the real queue, workers and store,
-   with 1 and with 2 local Ray actors (one CPU and one torch thread each); images/s and the ratio 2/1 (about 2 on a
-   machine with 2 idle cores: the actors scale as GPUs would).
+   with 1 and with 2 local Ray actors (one CPU and one torch thread each); images/s and the ratio 2/1 (below 2 on
+   a 2-core machine, whose cores the bot's process and Ray's own share with the actors; GPUs would not).
 2. Overhead: one job alone (about 1 s of sampling) from submit to stored, through the local engine in this process
    (one torch thread, as an actor has) and through one Ray actor; the Ray path's extra time (target: <= 5%).
 Rounds are interleaved and medians of at least 3 are printed.

@@ -318,7 +318,9 @@ class Delivery(EventFollower):
 
 def _preview_png(previews: Sequence[Image.Image]) -> bytes:
     """The live previews as one PNG (a worker thread's job: it encodes)."""
-    return png_bytes(render.grid(list(previews)))  # not a result: no parameters to carry
+    # Not a result: no parameters to carry, nothing stored. zlib's fastest level: a smooth 256² preview encodes
+    # in a fifth of the default's time (3 vs 15 ms) for a quarter more bytes; a batch makes several a second.
+    return png_bytes(render.grid(list(previews)), compress_level=1)
 
 
 def _result_png(paths: list[Path | None], limit: int) -> tuple[bytes, str] | None:

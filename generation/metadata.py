@@ -75,13 +75,15 @@ def parameters_text(
     return "\n".join(lines)
 
 
-def png_bytes(image: Image.Image, parameters: str | None = None) -> bytes:
-    """Encode an image as PNG with the `parameters` text chunk (none for pictures that are not results)."""
+def png_bytes(image: Image.Image, parameters: str | None = None, *, compress_level: int | None = None) -> bytes:
+    """Encode an image as PNG with the `parameters` text chunk (none for pictures that are not results);
+    `compress_level` (zlib's 0-9; None: Pillow's 6) trades size for encoding time."""
     info = PngInfo()
     if parameters is not None:
         info.add_text("parameters", parameters)
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", pnginfo=info)
+    level = {} if compress_level is None else {"compress_level": compress_level}
+    image.save(buffer, format="PNG", pnginfo=info, **level)
     return buffer.getvalue()
 
 

@@ -44,6 +44,7 @@ def test_relative_paths_resolve_against_the_config_file(tmp_path: Path) -> None:
         ("[[models]]\nname = 'a'\n", "needs a `source`"),
         ("[[models]]\nname = 'a'\nsource = 'b'\nkind = 'dalle'\n", "kind must be one of"),
         ("not toml = = =", "is not valid TOML"),
+        ("[generation]\ncpu_threads = -1\n", r"cpu_threads must be 0 \(one per core but one\) or more, not -1"),
     ],
 )
 def test_mistakes_are_named(tmp_path: Path, text: str, message: str) -> None:

@@ -17,6 +17,12 @@ after the first wave (the GPU loop has work the whole time), "idle" for lone /im
 nothing queued or running. Runs alternate raw, bot, raw, bot, … after one warm-up of each; the table shows
 every repetition and the medians. The fake Discord runs in this process: its CPU time (it parses every
 upload the bot sends, which real Discord does elsewhere) is printed, as it takes cores from the bot.
+
+Columns besides the two figures, to see where the bot loses: "raw batch" / "bot batch" (median seconds from
+one full batch's start to the next: the pipeline call and any gap between calls), "head" (first /imagine →
+first batch started), "tail" (last batch started → last result received), CPU seconds per image of the raw
+loop and of the whole bot process, the REST calls the bot made, and how it batched the jobs. `--background N`
+keeps N busy processes on the cores through every run, as other work on the machine would.
 """
 
 from __future__ import annotations
@@ -437,7 +443,9 @@ def main() -> int:
     parser.add_argument(
         "--threads", type=int, default=0, help="torch threads of both sides (default: the bot's, every core but one)"
     )
-    parser.add_argument("--config", default="", help="more [generation] lines for the bot, e.g. 'cpu_threads = 1'")
+    parser.add_argument(
+        "--config", default="", help="more [generation] lines for the bot, not one this script sets (see --threads)"
+    )
     parser.add_argument(
         "--background", type=int, default=0, help="busy processes sharing the cores during all runs (other work)"
     )
