@@ -431,7 +431,7 @@ def _check_metrics(metrics: MetricsConfig) -> None:
     if type(metrics.port) is not int or not 0 <= metrics.port <= 65535:
         raise ConfigError(f"[metrics] port must be a whole number from 1 to 65535 (0: off), not {metrics.port!r}")
     if not isinstance(metrics.host, str) or not metrics.host.strip():
-        raise ConfigError(f"[metrics] host must be an address such as \"127.0.0.1\", not {metrics.host!r}")
+        raise ConfigError(f'[metrics] host must be an address such as "127.0.0.1", not {metrics.host!r}')
 
 
 def _check_training_limits(limits: Limits) -> None:

@@ -22,14 +22,14 @@ from prometheus_client.registry import Collector
 
 from jobs.events import EventBus, JobDone, JobFailed, Subscription
 from jobs.queue import JobQueue
-from jobs.worker import STORAGE_FULL, Worker
+from jobs.worker import LOST, STORAGE_FULL, Worker
 from storage.records import JobStatus
 from storage.store import Store
 
 log = logging.getLogger(__name__)
 
 TOP_GUILDS = 10  # queue depth is shown for this many servers with the most jobs waiting
-WORKER_STATES = ("starting", "idle", "running", "training", STORAGE_FULL, "stopped", "died")
+WORKER_STATES = ("starting", "idle", "running", "training", STORAGE_FULL, LOST, "stopped", "died")
 WAIT_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600)
 RUN_BUCKETS = (0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
