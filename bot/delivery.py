@@ -231,7 +231,7 @@ class Delivery(EventFollower):
             if job is None or job.delivered_at is not None or not (job.origin or {}).get("kind"):
                 return
             if job.status is JobStatus.DONE and (job.origin or {}).get("creative"):
-                return  # Upscale (Creative)'s first step: bot.creative queues its img2img pass, shown in its place
+                return  # Upscale (Creative)'s first step: bot.upscale queues its img2img pass, shown in its place
             tries = EditTries(gone=tracker.message_gone if tracker else False)
             why = await self._until_delivered(
                 lambda: self._deliver(job_id, tries), what=f"job {job_id}", guild_id=job.guild_id
